@@ -1,0 +1,57 @@
+"""Shared CLI plumbing: config assembly from flags, and turning user errors into one line + exit 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from probclr.config import Config, load_config, merge
+from probclr.errors import ProbclrError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def user_errors(fn: F) -> F:
+    """Run a command; a user error becomes ``error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ProbclrError as err:
+            fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except KeyboardInterrupt:
+            typer.echo("interrupted; the last completed checkpoint is kept (resume with --resume)", err=True)
+            raise typer.Exit(code=130) from None
+        except OSError as err:
+            if err.errno is None:
+                raise
+            where = f" {err.filename!r}" if err.filename else ""
+            fail(f"{err.strerror or err}{where}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def assemble_config(
+    config: Path | None,
+    sets: list[str] | None,
+    **flags: Any,
+) -> Config:
+    """YAML, then ``--set`` overrides, then the named flags (``section__key=value``; None = not given)."""
+    cfg = load_config(config, sets or [])
+    updates = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+    return merge(cfg, updates) if updates else cfg
+
+
+def command_line() -> list[str]:
+    return ["probclr", *sys.argv[1:]]

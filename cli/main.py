@@ -1,0 +1,127 @@
+"""The ``probclr`` command line: thin typed wrappers over the library (parse, call, print)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import assemble_config, command_line, user_errors
+from cli.progress import ProgressBar
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="probclr: SimCLR pretraining, label-fraction evaluation and uncertainty analysis.",
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set optim.lr=0.5")]
+DatasetOpt = Annotated[str | None, typer.Option(help="digits | cifar10 | stl10 | imagefolder")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="dataset folder")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda")]
+
+
+@app.callback()
+def _root() -> None:
+    """probclr: SimCLR pretraining, label-fraction evaluation and uncertainty analysis."""
+
+
+@app.command()
+@user_errors
+def pretrain(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    download: Annotated[bool, typer.Option(help="let torchvision download the dataset")] = False,
+    epochs: Annotated[int | None, typer.Option(help="pretraining epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="images per batch (2 views each)")] = None,
+    device: DeviceOpt = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/pretrain"),
+    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+) -> None:
+    """Pretrain an encoder with SimCLR (NT-Xent) and write a run directory."""
+    from probclr.train import pretrain as run_pretrain
+
+    cfg = assemble_config(
+        config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
+        data__download=download or None, optim__epochs=epochs, optim__batch_size=batch_size,
+        run__device=device, run__seed=seed,
+    )
+    with ProgressBar("pretrain") as bar:
+        result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line())
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    typer.echo(f"pretrained {result.epochs} epochs ({result.steps} steps, {result.wall_s:.0f} s), "
+               f"final loss {loss}; run directory: {result.run_dir}")
+
+
+FractionOpt = Annotated[list[float] | None, typer.Option("--fraction", "-f", help="label fraction in (0, 1]; repeat")]
+SeedsOpt = Annotated[int | None, typer.Option(help="label subsets per fraction (mean ± std)")]
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Option(help="run directory written by pretrain")],
+    fraction: FractionOpt = None,
+    seeds: SeedsOpt = None,
+    probe: Annotated[list[str] | None, typer.Option(help="linear | mlp | knn; repeat")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint other than the run's last")] = None,
+    data_dir: DataDirOpt = None,
+    method: Annotated[str, typer.Option(help="label for the result rows")] = "simclr",
+    set_: SetOpt = None,
+) -> None:
+    """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
+    from analysis.tables import format_table
+    from probclr.checkpoint import load_checkpoint
+    from probclr.config import merge
+    from probclr.evaluate import evaluate_run
+    from probclr.rundir import RunDir, config_from_checkpoint
+
+    ckpt = checkpoint or RunDir(run).require_checkpoint()
+    base = config_from_checkpoint(load_checkpoint(ckpt))
+    flags = {"eval.fractions": fraction, "eval.seeds": seeds, "eval.probes": probe}
+    from probclr.config import parse_override
+
+    updates = dict(parse_override(o) for o in (set_ or []))
+    updates.update({k: v for k, v in flags.items() if v})
+    cfg = merge(base, updates).eval
+    rows, path = evaluate_run(run, cfg, ckpt, str(data_dir) if data_dir else None, method, command_line())
+    typer.echo(format_table(rows))
+    typer.echo(f"results: {path} (and results.csv)")
+
+
+@app.command()
+@user_errors
+def supervised(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    fraction: FractionOpt = None,
+    seeds: SeedsOpt = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps per fraction")] = None,
+    device: DeviceOpt = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/supervised"),
+) -> None:
+    """Supervised baseline: the same encoder trained from scratch on each label fraction."""
+    from analysis.tables import format_table
+    from probclr.supervised import run_supervised
+
+    cfg = assemble_config(
+        config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
+        eval__fractions=fraction or None, eval__seeds=seeds, supervised__steps=steps, run__device=device,
+    )
+    rows, path = run_supervised(cfg, out, cfg.eval.fractions, cfg.eval.seeds, command_line())
+    typer.echo(format_table(rows))
+    typer.echo(f"results: {path} (and results.csv)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

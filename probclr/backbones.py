@@ -1,0 +1,80 @@
+"""Encoders by name: CIFAR-stem ResNets and a small ConvNet for CPU runs.
+
+The representation is the globally average-pooled output of the last stage (SimCLR's h).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from probclr.config import ModelConfig
+
+
+class ConvNet(nn.Module):
+    """conv3x3-BN-ReLU-maxpool per stage, widths e.g. 32-64-128-256, then global average pooling."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = 3
+        for w in widths:
+            layers += [nn.Conv2d(prev, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d(2))
+            prev = w
+        self.features = nn.Sequential(*layers)
+        self.out_dim = prev
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).mean(dim=(2, 3))  # (B, D)
+
+
+def cifar_resnet(name: str) -> tuple[nn.Module, int]:
+    """torchvision ResNet with the CIFAR stem: 3x3 stride-1 first conv, no max-pool (SimCLR App. B.9)."""
+    net = getattr(torchvision.models, name)(weights=None)
+    net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    dim = net.fc.in_features
+    net.fc = nn.Identity()  # type: ignore[assignment]
+    return net, dim
+
+
+class Encoder(nn.Module):
+    """Images in [0, 1] -> representation h. Normalisation statistics travel with the weights."""
+
+    def __init__(self, backbone: nn.Module, out_dim: int, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.out_dim = out_dim
+        self.register_buffer("mean", mean.view(1, 3, 1, 1).float())
+        self.register_buffer("std", std.view(1, 3, 1, 1).float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone((x - self.mean) / self.std)  # (B, D)
+
+
+def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of a uint8 (N, C, H, W) set, in [0, 1] units, computed in chunks."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for chunk in images.split(4096):
+        x = chunk.to(torch.float64).div(255)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        total += x.sum(dim=(0, 2, 3)).cpu()
+        total_sq += (x * x).sum(dim=(0, 2, 3)).cpu()
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float().clamp_min(1e-3)
+
+
+def build_encoder(cfg: ModelConfig, mean: Tensor, std: Tensor) -> Encoder:
+    if cfg.backbone == "convnet":
+        net: nn.Module = ConvNet(cfg.convnet_widths)
+        dim = net.out_dim  # type: ignore[assignment]
+    else:
+        net, dim = cifar_resnet(cfg.backbone)
+    return Encoder(net, int(dim), mean, std)

@@ -1,0 +1,51 @@
+"""Atomic, code-free checkpoints that carry their config and provenance.
+
+Saved with ``torch.save`` into a temporary file and renamed; loaded with ``weights_only=True``, so a
+checkpoint can hold tensors and plain values only and loading one never executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probclr.errors import ProbclrError
+from probclr.io import atomic_torch_save
+
+FORMAT = "probclr-checkpoint-1"
+
+
+class CheckpointError(ProbclrError):
+    """A missing, damaged, unsafe or mismatched checkpoint."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_torch_save(path, {"format": FORMAT, **state})
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"refusing to load {str(path)!r}: not a safe probclr checkpoint ({reason[:200]})"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a probclr checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (keys feature caches to the exact checkpoint)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,332 @@
+"""Run configuration: one frozen dataclass per section, every default in one place.
+
+YAML files and ``--set section.key=value`` overrides only change these defaults; an unknown key, a
+wrongly typed value or an impossible one raises :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from probclr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["digits", "cifar10", "stl10", "imagefolder"] = "digits"  # digits ships with sklearn
+    data_dir: str | None = None  # default: $PROBCLR_DATA_DIR/<dataset-specific folder>
+    download: bool = False  # let torchvision download cifar10 / stl10 when missing
+    image_size: int | None = None  # imagefolder only: resize (shorter side) + centre crop to this
+    cache_dir: str | None = None  # decoded uint8 tensors; default $PROBCLR_CACHE_DIR or ~/.cache/probclr
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """SimCLR augmentations (Chen et al. 2020, App. A). Probabilities per image."""
+
+    crop: bool = True
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # fraction of the image area
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3)  # aspect ratio w/h
+    flip: bool = True
+    flip_p: float = 0.5
+    color_jitter: bool = True
+    strength: float = 0.5  # s; SimCLR uses 0.5 on CIFAR-10 (App. B.9), 1.0 on ImageNet
+    jitter_p: float = 0.8
+    grayscale: bool = True
+    grayscale_p: float = 0.2
+    blur: bool = False  # off on CIFAR-10 as in the paper (App. B.9); on for STL-10 / ImageNet
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels, at the output size
+    blur_kernel_frac: float = 0.1  # kernel side = 10% of the image side (rounded to odd)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Literal["convnet", "resnet18", "resnet50"] = "convnet"
+    convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage of the small ConvNet
+    proj_hidden: int | None = None  # hidden width of the projection MLP; None = feature dimension
+    proj_dim: int = 128  # SimCLR: 128-d projection output
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: Literal["nt_xent"] = "nt_xent"
+    temperature: float = 0.5  # tau; SimCLR uses 0.5 on CIFAR-10 (App. B.9)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["lars", "adamw", "sgd"] = "lars"
+    lr: float = 0.3  # base learning rate per 256 images (SimCLR: 0.3 x batch/256 with LARS)
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # how lr grows with batch size
+    weight_decay: float = 1e-6  # SimCLR: 1e-6 with LARS; not applied to BN and bias
+    momentum: float = 0.9
+    lars_eta: float = 0.001  # LARS trust coefficient (You et al. 2017)
+    warmup_epochs: float = 10.0  # linear warm-up, then cosine decay to 0 (per step)
+    batch_size: int = 256
+    epochs: int = 100
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = None  # CPU threads for torch; None = torch's default
+    amp: bool = True  # bf16 autocast where native (CUDA, or a CPU with AVX512-BF16/AMX); loss in float32
+    channels_last: bool = True  # NHWC activations (faster convolutions on CUDA and on x86 CPUs)
+    compile: bool = False  # torch.compile the model
+    keep_checkpoints: bool = False  # keep one checkpoint per epoch (for the epochs study)
+    log_every: int = 10  # steps between progress callbacks
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    seeds: int = 3  # label subsets per fraction (mean +- std over them)
+    probes: tuple[str, ...] = ("linear", "knn")  # any of linear, mlp, knn
+    weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)  # linear-probe grid, chosen on held-out
+    holdout: float = 0.2  # share of the labeled subset held out to choose weight decay
+    max_iter: int = 300  # L-BFGS iterations of the linear probe
+    knn_k: int = 200
+    knn_temperature: float = 0.07  # Wu et al. 2018 weighting exp(sim / T)
+    mlp_hidden: int = 512
+    mlp_epochs: int = 100
+    batch_size: int = 512  # feature extraction batch
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """Supervised baseline and fine-tuning: the same encoder, crop + flip, trained with labels."""
+
+    steps: int = 2000  # optimiser steps at every fraction (the same compute budget for each) ...
+    max_epochs: int = 200  # ... but at most this many passes over a small labeled subset
+    batch_size: int = 256
+    lr: float = 0.1  # SGD with momentum 0.9, nesterov, cosine decay; per 256 images
+    weight_decay: float = 5e-4
+    pad: int = 4  # random crop with this zero padding, then horizontal flip
+    finetune_lr_scale: float = 0.1  # encoder lr multiplier when fine-tuning a pretrained encoder
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in canonical form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(key, value, tp)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain-YAML form (tuples as lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override key must look like section.key, got {dotted!r}")
+    section, key = parts
+    if section not in tree:
+        raise ConfigError(f"unknown config section {section!r} in {dotted!r}; valid: {', '.join(tree)}")
+    if key not in tree[section]:
+        valid = ", ".join(tree[section])
+        raise ConfigError(f"unknown config key {dotted}; valid keys in {section}: {valid}")
+    tree[section][key] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=0.5'`` -> ``('optim.lr', 0.5)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override must look like section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse the value of {key.strip()}: {raw!r}") from err
+    return key.strip(), value
+
+
+def merge(base: Config, updates: dict[str, Any]) -> Config:
+    """Apply ``{'section.key': value}`` updates to ``base`` and validate the result."""
+    tree = to_dict(base)
+    for dotted, value in updates.items():
+        _set_path(tree, dotted, value)
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``--set`` overrides; validated."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist (see configs/ for examples)")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}".splitlines()[0]) from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+        tree = loaded
+    cfg = _build(Config, tree, "")
+    updates = dict(parse_override(o) for o in (overrides or []))
+    return merge(cfg, updates)
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _prob(key: str, p: float) -> None:
+    _check(0.0 <= p <= 1.0, f"{key} must be a probability in [0, 1], got {p}")
+
+
+def validate(cfg: Config) -> None:
+    a, o, e = cfg.augment, cfg.optim, cfg.eval
+    lo, hi = a.crop_scale
+    _check(0 < lo <= hi <= 1, f"augment.crop_scale must satisfy 0 < min <= max <= 1, got {list(a.crop_scale)}")
+    lo, hi = a.crop_ratio
+    _check(0 < lo <= hi, f"augment.crop_ratio must satisfy 0 < min <= max, got {list(a.crop_ratio)}")
+    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
+        _prob(f"augment.{key}", getattr(a, key))
+    _check(a.strength >= 0, f"augment.strength must be >= 0, got {a.strength}")
+    lo, hi = a.blur_sigma
+    _check(0 < lo <= hi, f"augment.blur_sigma must satisfy 0 < min <= max, got {list(a.blur_sigma)}")
+    _check(0 < a.blur_kernel_frac <= 1, f"augment.blur_kernel_frac must be in (0, 1], got {a.blur_kernel_frac}")
+    _check(cfg.model.proj_dim >= 1, f"model.proj_dim must be >= 1, got {cfg.model.proj_dim}")
+    _check(
+        len(cfg.model.convnet_widths) >= 1 and min(cfg.model.convnet_widths) >= 1,
+        f"model.convnet_widths must be positive channel counts, got {list(cfg.model.convnet_widths)}",
+    )
+    if cfg.model.proj_hidden is not None:
+        _check(cfg.model.proj_hidden >= 1, f"model.proj_hidden must be >= 1, got {cfg.model.proj_hidden}")
+    _check(cfg.loss.temperature > 0, f"loss.temperature must be > 0, got {cfg.loss.temperature}")
+    _check(o.batch_size >= 2, f"optim.batch_size must be >= 2 (NT-Xent needs negatives), got {o.batch_size}")
+    _check(o.epochs >= 0, f"optim.epochs must be >= 0, got {o.epochs}")
+    _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    _check(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    if cfg.run.num_threads is not None:
+        _check(cfg.run.num_threads >= 1, f"run.num_threads must be >= 1, got {cfg.run.num_threads}")
+    _check(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
+    _check(len(e.fractions) >= 1, "eval.fractions must not be empty")
+    for f in e.fractions:
+        _check(0 < f <= 1, f"eval.fractions must lie in (0, 1], got {f}")
+    _check(e.seeds >= 1, f"eval.seeds must be >= 1, got {e.seeds}")
+    for p in e.probes:
+        _check(p in ("linear", "mlp", "knn"), f"eval.probes items must be linear, mlp or knn, got {p!r}")
+    _check(0 < e.holdout < 1, f"eval.holdout must be in (0, 1), got {e.holdout}")
+    _check(e.knn_k >= 1, f"eval.knn_k must be >= 1, got {e.knn_k}")
+    _check(e.knn_temperature > 0, f"eval.knn_temperature must be > 0, got {e.knn_temperature}")
+    _check(all(w >= 0 for w in e.weight_decays) and len(e.weight_decays) > 0,
+           f"eval.weight_decays must be non-negative and non-empty, got {list(e.weight_decays)}")
+    s = cfg.supervised
+    _check(s.max_epochs >= 1, f"supervised.max_epochs must be >= 1, got {s.max_epochs}")
+    _check(s.steps >= 1, f"supervised.steps must be >= 1, got {s.steps}")
+    _check(s.batch_size >= 2, f"supervised.batch_size must be >= 2, got {s.batch_size}")
+    _check(s.lr > 0, f"supervised.lr must be > 0, got {s.lr}")
+    _check(s.pad >= 0, f"supervised.pad must be >= 0, got {s.pad}")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from probclr.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,177 @@
+"""Dataset sources by name -> :class:`Splits` of uint8 tensors (pretrain / labeled train / test)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from probclr.config import DataConfig
+from probclr.data import ImageSet, Splits, cached, read_image_folder
+from probclr.errors import DataError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """The dataset named by ``cfg.dataset``, decoded once and cached."""
+    if cfg.dataset == "digits":
+        return digits()
+    if cfg.dataset == "cifar10":
+        return cifar10(cfg)
+    if cfg.dataset == "stl10":
+        return stl10(cfg)
+    return imagefolder(cfg)
+
+
+def _data_dir(cfg: DataConfig, default_sub: str) -> Path:
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    env = os.environ.get("PROBCLR_DATA_DIR")
+    if env:
+        for sub in (default_sub, ""):
+            cand = Path(env) / sub
+            if cand.is_dir():
+                return cand
+    return Path("data") / default_sub
+
+
+# --------------------------------------------------------------------------------------------------
+# digits: the embedded default
+
+
+def digits(size: int = 16) -> Splits:
+    """scikit-learn's 1,797 8x8 handwritten digits (UCI), upsampled to ``size`` and made RGB.
+
+    A fixed stratified 80/20 split (seed 0); no download: the data ship inside scikit-learn's wheel.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.mul(255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()  # (N, 3, s, s)
+    y = torch.from_numpy(d.target).long()
+    rng = np.random.RandomState(0)
+    test_mask = np.zeros(len(y), dtype=bool)
+    for c in range(10):
+        idx = np.flatnonzero(d.target == c)
+        test_mask[rng.permutation(idx)[: len(idx) // 5]] = True
+    tm = torch.from_numpy(test_mask)
+    classes = tuple(str(c) for c in range(10))
+    train = ImageSet(x[~tm], y[~tm], classes)
+    return Splits(pretrain=train, train=train, test=ImageSet(x[tm], y[tm], classes))
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR-10
+
+
+def _read_cifar_batches(root: Path) -> Splits:
+    def read(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for name in names:
+            path = root / name
+            if not path.is_file():
+                raise DataError(f"CIFAR-10 batch file {str(path)!r} is missing")
+            with open(path, "rb") as fh:
+                # the official CIFAR-10 python format is a pickle of numpy arrays (read as torchvision does)
+                entry = pickle.load(fh, encoding="latin1")  # noqa: S301
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    xtr, ytr = read([f"data_batch_{i}" for i in range(1, 6)])
+    xte, yte = read(["test_batch"])
+    train = ImageSet(xtr, ytr, CIFAR10_CLASSES)
+    return Splits(pretrain=train, train=train, test=ImageSet(xte, yte, CIFAR10_CLASSES))
+
+
+def _split_folders(root: Path, size: int | None) -> Splits:
+    train = read_image_folder(root / "train", size)
+    test = read_image_folder(root / "test", size)
+    if train.classes != test.classes:
+        raise DataError(f"{str(root)!r}: train and test class folders differ: {train.classes} vs {test.classes}")
+    return Splits(pretrain=train, train=train, test=test)
+
+
+def cifar10(cfg: DataConfig) -> Splits:
+    root = _data_dir(cfg, "cifar10-jpeg")
+    batches = root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+    if batches.is_dir():
+        return cached(cfg, "cifar10-batches", batches, lambda: _read_cifar_batches(batches))
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return cached(cfg, "cifar10-folder", root, lambda: _split_folders(root, cfg.image_size))
+    if cfg.download:
+        import torchvision
+
+        root.mkdir(parents=True, exist_ok=True)
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        return cached(cfg, "cifar10-batches", batches, lambda: _read_cifar_batches(batches))
+    raise DataError(
+        f"no CIFAR-10 in {str(root)!r}: pass --data-dir DIR holding cifar-10-batches-py or train/<class>/ and"
+        " test/<class>/ image folders, or add --download to fetch it with torchvision"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# STL-10 and image folders
+
+
+def stl10(cfg: DataConfig) -> Splits:
+    import torchvision
+
+    root = _data_dir(cfg, "stl10")
+    folder = root / "stl10_binary"
+    if not folder.is_dir() and not cfg.download:
+        raise DataError(
+            f"no STL-10 in {str(root)!r} (expected {str(folder)!r}): pass --data-dir DIR holding stl10_binary,"
+            " or add --download to fetch it with torchvision (2.6 GB)"
+        )
+
+    def build() -> Splits:
+        def part(split: str) -> ImageSet:
+            ds = torchvision.datasets.STL10(str(root), split=split, download=cfg.download)
+            return ImageSet(torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long(), tuple(ds.classes))
+
+        train, test, unlabeled = part("train"), part("test"), part("unlabeled")
+        pretrain = ImageSet(
+            torch.cat([unlabeled.images, train.images]),
+            torch.cat([torch.full_like(unlabeled.labels, -1), train.labels]),
+            train.classes,
+        )  # the paper pretrains on train + unlabeled
+        return Splits(pretrain=pretrain, train=train, test=test)
+
+    try:
+        if cfg.download:
+            return build()
+        return cached(cfg, "stl10", folder, build)
+    except RuntimeError as err:
+        raise DataError(f"STL-10 in {str(root)!r} could not be read: {err}") from err
+
+
+def imagefolder(cfg: DataConfig) -> Splits:
+    """A user's images: ``DIR/train`` + ``DIR/test`` class folders, class folders, or one flat folder.
+
+    Without a ``test`` split, every image is used for pretraining and there is no evaluation set.
+    """
+    if not cfg.data_dir:
+        raise DataError("dataset imagefolder needs --data-dir pointing at your image folder")
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {str(root)!r} does not exist or is not a folder")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return cached(cfg, "imagefolder-split", root, lambda: _split_folders(root, cfg.image_size))
+
+    def build() -> Splits:
+        s = read_image_folder(root, cfg.image_size)
+        empty = ImageSet(s.images[:0], s.labels[:0], s.classes)
+        return Splits(pretrain=s, train=s if s.classes else empty, test=empty)
+
+    return cached(cfg, "imagefolder", root, build)

@@ -1,0 +1,79 @@
+"""Frozen features, extracted once per checkpoint and cached in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from probclr.backbones import Encoder
+from probclr.checkpoint import CheckpointError, file_digest, load_checkpoint
+from probclr.config import Config
+from probclr.data import Splits
+from probclr.io import atomic_torch_save
+from probclr.rundir import config_from_checkpoint
+
+
+class Features(NamedTuple):
+    train_x: Tensor  # (N_train, D) representation h of the clean labeled training images
+    train_y: Tensor  # (N_train,)
+    test_x: Tensor  # (N_test, D)
+    test_y: Tensor  # (N_test,)
+    checkpoint_sha256: str
+
+
+def load_encoder(checkpoint: Path) -> tuple[Encoder, Config, dict]:
+    """The frozen encoder of a checkpoint (SimCLR or supervised), in eval mode, gradients off."""
+    from probclr.train import build_model
+
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_checkpoint(state)
+    model_state = state["model"]
+    mean, std = model_state["encoder.mean"].reshape(3).clone(), model_state["encoder.std"].reshape(3).clone()
+    model = build_model(cfg, mean, std)
+    enc_state = {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
+    try:
+        model.encoder.load_state_dict(enc_state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{str(checkpoint)!r} does not match its own config's encoder: {err}") from err
+    enc = model.encoder
+    enc.eval()
+    enc.requires_grad_(False)
+    return enc, cfg, state
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, images: Tensor, batch_size: int = 512) -> Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, D), no augmentation, eval mode."""
+    device = next(encoder.parameters()).device
+    out = []
+    for chunk in images.split(batch_size):
+        x = chunk.to(device).float().div(255)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        out.append(encoder(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def cached_features(run_dir: Path, checkpoint: Path, splits: Splits, batch_size: int = 512) -> Features:
+    """Features of ``checkpoint`` on the clean train and test images, cached under ``run_dir/features``."""
+    digest = file_digest(checkpoint)
+    path = run_dir / "features" / f"{digest[:16]}.pt"
+    if path.exists():
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if d.get("checkpoint_sha256") != digest:
+            raise CheckpointError(
+                f"feature cache {str(path)!r} was computed from a different checkpoint than {str(checkpoint)!r};"
+                " delete it to recompute"
+            )
+        if d["train_x"].shape[0] == splits.train.images.shape[0] and d["test_x"].shape[0] == splits.test.images.shape[0]:
+            return Features(d["train_x"], d["train_y"], d["test_x"], d["test_y"], digest)
+    encoder, _, _ = load_encoder(checkpoint)
+    feats = Features(
+        embed(encoder, splits.train.images, batch_size), splits.train.labels.clone(),
+        embed(encoder, splits.test.images, batch_size), splits.test.labels.clone(), digest,
+    )
+    atomic_torch_save(path, {**feats._asdict()})
+    return feats

@@ -1,0 +1,180 @@
+"""SimCLR pretraining, readable top to bottom.
+
+Device-resident data path: the uint8 images live on the training device, are shuffled there with
+``randperm`` and augmented there in whole batches; no DataLoader worker sits in the hot loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from probclr.augment import SimCLRAugment
+from probclr.backbones import build_encoder, channel_stats
+from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from probclr.config import Config, to_dict
+from probclr.datasets import load_splits
+from probclr.device import autocast, make_generator, resolve_device
+from probclr.errors import ProbclrError
+from probclr.heads import ProjectionHead, SimCLRModel
+from probclr.losses import nt_xent
+from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from probclr.provenance import provenance
+from probclr.rundir import RunDir, config_diff, config_from_checkpoint
+
+
+class TrainingError(ProbclrError):
+    """Training cannot go on (a non-finite loss, for one); the last good checkpoint remains."""
+
+
+class Progress(NamedTuple):
+    epoch: int
+    step: int  # global optimiser step, 1-based
+    total_steps: int
+    loss: float
+    images_per_s: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    run_dir: Path
+    epochs: int
+    steps: int
+    final_loss: float | None
+    wall_s: float
+
+
+def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
+    encoder = build_encoder(cfg.model, mean, std)
+    head = ProjectionHead(encoder.out_dim, cfg.model.proj_hidden or encoder.out_dim, cfg.model.proj_dim)
+    return SimCLRModel(encoder, head)
+
+
+def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict:
+    state = load_checkpoint(run.last)
+    saved = config_from_checkpoint(state)
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise CheckpointError(
+            f"cannot resume {str(run.root)!r}: its config differs in {', '.join(diff)}; use the same config"
+        )
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    return state
+
+
+def pretrain(
+    cfg: Config,
+    out: str | Path,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    command: list[str] | None = None,
+) -> PretrainResult:
+    """Train SimCLR with ``cfg`` into the run directory ``out``; checkpoint every epoch."""
+    run = RunDir(out)
+    if run.last.exists() and not resume:
+        raise ProbclrError(f"{str(run.root)!r} already holds a run; pass --resume to continue it or another --out")
+    if resume and not run.last.exists():
+        raise ProbclrError(f"nothing to resume in {str(run.root)!r}: it holds no checkpoint")
+    t_start = time.perf_counter()
+
+    # 1. device, seed, data on the device
+    device = resolve_device(cfg.run)
+    torch.manual_seed(cfg.run.seed)
+    splits = load_splits(cfg.data)
+    images = splits.pretrain.images
+    n = images.shape[0]
+    if n < cfg.optim.batch_size:
+        raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
+    mean, std = channel_stats(images)
+    images = images.to(device)
+
+    # 2. model, optimiser, schedule, generator
+    model = build_model(cfg, mean, std).to(device)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, cfg.optim)
+    gen = make_generator(device, cfg.run.seed)
+    aug = SimCLRAugment(cfg.augment)
+    b = cfg.optim.batch_size
+    steps_per_epoch = n // b  # drop the last partial batch
+    total = steps_per_epoch * cfg.optim.epochs
+    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    base_lr = scaled_lr(cfg.optim)
+    step_fn = torch.compile(model) if cfg.run.compile else model
+
+    # 3. fresh run or resume
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume:
+        state = _restore(run, cfg, model, opt, gen)
+        start_epoch, history = int(state["epoch"]), list(state["metrics"])
+    else:
+        run.write_header(cfg, provenance(device, command))
+
+    def checkpoint(epoch: int) -> None:
+        state = {
+            "kind": "simclr", "epoch": epoch, "step": epoch * steps_per_epoch, "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "generator": gen.get_state(), "config": to_dict(cfg),
+            "metrics": history,
+        }
+        save_checkpoint(run.last, state)
+        if cfg.run.keep_checkpoints:
+            save_checkpoint(run.epoch_checkpoint(epoch), state)
+        run.write_metrics(history)
+
+    if start_epoch == 0 and not resume:
+        checkpoint(0)  # the initial weights: epoch 0 doubles as the random-encoder baseline
+
+    # 4. epochs: shuffle on the device, two views per image, NT-Xent, optimiser step
+    step = start_epoch * steps_per_epoch
+    last_loss: float | None = history[-1]["loss"] if history else None
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen, device=device)  # (N,)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps_per_epoch):
+            lr = lr_at(step, total, warmup, base_lr)
+            set_lr(opt, lr)
+            x = images[perm[i * b : (i + 1) * b]]  # (B, C, H, W) uint8
+            views = torch.cat([aug(x, gen), aug(x, gen)])  # (2B, 3, S, S)
+            if cfg.run.channels_last:
+                views = views.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.run.amp):
+                _, z = step_fn(views)  # (2B, P)
+            z_a, z_b = z.float().chunk(2)
+            loss = nt_xent(z_a, z_b, cfg.loss.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += loss.detach()
+            if device.type == "cpu" or (i + 1) % cfg.run.log_every == 0:
+                value = float(loss.detach())  # a sync on CUDA only every log_every steps
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"loss became {value} at step {step} (epoch {epoch + 1}); the last good checkpoint"
+                        f" is {str(run.last)!r}. Lower optim.lr or raise loss.temperature"
+                    )
+                if on_progress and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
+                    rate = (i + 1) * b / (time.perf_counter() - t0)
+                    on_progress(Progress(epoch + 1, step, total, value, rate, lr))
+        wall = time.perf_counter() - t0
+        last_loss = float(loss_sum) / max(1, steps_per_epoch)
+        history.append({
+            "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
+            "images_per_s": steps_per_epoch * b / wall, "epoch_s": wall,
+        })
+        checkpoint(epoch + 1)
+
+    return PretrainResult(run.root, cfg.optim.epochs, step, last_loss, time.perf_counter() - t_start)
