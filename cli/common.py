@@ -53,5 +53,20 @@ def assemble_config(
     return merge(cfg, updates) if updates else cfg
 
 
-def command_line() -> list[str]:
-    return ["probclr", *sys.argv[1:]]
+def command_line(ctx: typer.Context | None = None) -> list[str]:
+    """The command as typed, rebuilt from the parsed parameters (canonical, so it can be re-run)."""
+    if ctx is None:
+        return ["probclr", *sys.argv[1:]]
+    parts = ["probclr", *ctx.command_path.split()[1:]]
+    for name, value in ctx.params.items():
+        flag = "--" + name.rstrip("_").replace("_", "-")
+        if value is None or value is False or value == []:
+            continue
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                parts += [flag, str(v)]
+        else:
+            parts += [flag, str(value)]
+    return parts

@@ -30,6 +30,7 @@ def _root() -> None:
 @app.command()
 @user_errors
 def pretrain(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
@@ -51,7 +52,7 @@ def pretrain(
         run__device=device, run__seed=seed,
     )
     with ProgressBar("pretrain") as bar:
-        result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line())
+        result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line(ctx))
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     typer.echo(f"pretrained {result.epochs} epochs ({result.steps} steps, {result.wall_s:.0f} s), "
                f"final loss {loss}; run directory: {result.run_dir}")
@@ -64,6 +65,7 @@ SeedsOpt = Annotated[int | None, typer.Option(help="label subsets per fraction (
 @app.command()
 @user_errors
 def evaluate(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Option(help="run directory written by pretrain")],
     fraction: FractionOpt = None,
     seeds: SeedsOpt = None,
@@ -88,7 +90,7 @@ def evaluate(
     updates = dict(parse_override(o) for o in (set_ or []))
     updates.update({k: v for k, v in flags.items() if v})
     cfg = merge(base, updates).eval
-    rows, path = evaluate_run(run, cfg, ckpt, str(data_dir) if data_dir else None, method, command_line())
+    rows, path = evaluate_run(run, cfg, ckpt, str(data_dir) if data_dir else None, method, command_line(ctx))
     typer.echo(format_table(rows))
     typer.echo(f"results: {path} (and results.csv)")
 
@@ -96,6 +98,7 @@ def evaluate(
 @app.command()
 @user_errors
 def supervised(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dataset: DatasetOpt = None,
@@ -114,9 +117,35 @@ def supervised(
         config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
         eval__fractions=fraction or None, eval__seeds=seeds, supervised__steps=steps, run__device=device,
     )
-    rows, path = run_supervised(cfg, out, cfg.eval.fractions, cfg.eval.seeds, command_line())
+    rows, path = run_supervised(cfg, out, cfg.eval.fractions, cfg.eval.seeds, command_line(ctx))
     typer.echo(format_table(rows))
     typer.echo(f"results: {path} (and results.csv)")
+
+
+def _repo_config(name: str) -> Path:
+    return Path(__file__).resolve().parent.parent / "configs" / name
+
+
+@app.command()
+@user_errors
+def demo(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
+) -> None:
+    """The main job on the embedded digits (no download): pretrain, probe, baselines, table and plot."""
+    from analysis.demo import run_demo
+    from analysis.tables import comparison_table, format_table
+
+    path = config or _repo_config("digits_demo.yaml")
+    cfg = assemble_config(path if path.exists() else None, set_)
+    with ProgressBar("pretrain") as bar:
+        res = run_demo(cfg, out, bar.update, command_line(ctx), log=lambda s: typer.echo(s, err=True))
+    typer.echo(format_table(res.rows))
+    typer.echo("\ntest accuracy (%) by label fraction, mean ± std over label subsets:")
+    typer.echo(comparison_table([r for r in res.rows if r.probe != "knn"]).to_string())
+    typer.echo(f"\nresults: {res.results}\nfigure:  {res.figure}")
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ class DataConfig:
     download: bool = False  # let torchvision download cifar10 / stl10 when missing
     image_size: int | None = None  # imagefolder only: resize (shorter side) + centre crop to this
     cache_dir: str | None = None  # decoded uint8 tensors; default $PROBCLR_CACHE_DIR or ~/.cache/probclr
+    train_limit: int | None = None  # use a seeded random subset of this many training images (quick runs)
+    test_limit: int | None = None  # ... and of this many test images
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
@@ -290,6 +297,9 @@ def validate(cfg: Config) -> None:
     lo, hi = a.blur_sigma
     _check(0 < lo <= hi, f"augment.blur_sigma must satisfy 0 < min <= max, got {list(a.blur_sigma)}")
     _check(0 < a.blur_kernel_frac <= 1, f"augment.blur_kernel_frac must be in (0, 1], got {a.blur_kernel_frac}")
+    for key in ("train_limit", "test_limit", "image_size"):
+        v = getattr(cfg.data, key)
+        _check(v is None or v >= 1, f"data.{key} must be >= 1, got {v}")
     _check(cfg.model.proj_dim >= 1, f"model.proj_dim must be >= 1, got {cfg.model.proj_dim}")
     _check(
         len(cfg.model.convnet_widths) >= 1 and min(cfg.model.convnet_widths) >= 1,

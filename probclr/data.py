@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +24,7 @@ from probclr.errors import DataError
 from probclr.io import atomic_torch_save
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 
 class ImageSet(NamedTuple):
@@ -148,8 +148,10 @@ def _fingerprint(parts: list[str], root: Path) -> str:
 
 
 def _pack(s: Splits) -> dict[str, object]:
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"pretrain_is_train": s.pretrain is s.train}  # stored once, not twice
     for name, part in s._asdict().items():
+        if name == "pretrain" and s.pretrain is s.train:
+            continue
         out[f"{name}.images"], out[f"{name}.labels"] = part.images, part.labels
         out[f"{name}.classes"] = list(part.classes)
     return out
@@ -157,7 +159,10 @@ def _pack(s: Splits) -> dict[str, object]:
 
 def _unpack(d: dict[str, object]) -> Splits:
     parts = {}
-    for name in Splits._fields:
+    for name in ("train", "test", "pretrain"):
+        if name == "pretrain" and d["pretrain_is_train"]:
+            parts[name] = parts["train"]
+            continue
         parts[name] = ImageSet(d[f"{name}.images"], d[f"{name}.labels"], tuple(d[f"{name}.classes"]))  # type: ignore[arg-type]
     return Splits(**parts)
 

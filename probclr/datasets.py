@@ -20,14 +20,30 @@ CIFAR10_CLASSES = (
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """The dataset named by ``cfg.dataset``, decoded once and cached."""
+    """The dataset named by ``cfg.dataset``, decoded once and cached, then limited if asked."""
     if cfg.dataset == "digits":
-        return digits()
-    if cfg.dataset == "cifar10":
-        return cifar10(cfg)
-    if cfg.dataset == "stl10":
-        return stl10(cfg)
-    return imagefolder(cfg)
+        s = digits()
+    elif cfg.dataset == "cifar10":
+        s = cifar10(cfg)
+    elif cfg.dataset == "stl10":
+        s = stl10(cfg)
+    else:
+        s = imagefolder(cfg)
+    return limit(s, cfg.train_limit, cfg.test_limit)
+
+
+def _take(part: ImageSet, n: int | None, seed: int) -> ImageSet:
+    if n is None or n >= part.images.shape[0]:
+        return part
+    idx = torch.sort(torch.randperm(part.images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]).values
+    return ImageSet(part.images[idx], part.labels[idx], part.classes)
+
+
+def limit(s: Splits, train: int | None, test: int | None) -> Splits:
+    """Seeded random subsets (the same images every run) for quick experiments and tests."""
+    same = s.pretrain is s.train
+    tr = _take(s.train, train, 0)
+    return Splits(tr if same else _take(s.pretrain, train, 1), tr, _take(s.test, test, 2))
 
 
 def _data_dir(cfg: DataConfig, default_sub: str) -> Path:

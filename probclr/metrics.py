@@ -22,7 +22,6 @@ def ece(probs: Tensor, labels: Tensor, bins: int = 15) -> float:
     conf, pred = probs.max(dim=1)  # (N,), (N,)
     correct = (pred == labels).double()
     idx = (torch.ceil(conf.double() * bins) - 1).clamp(0, bins - 1).long()  # (N,) bin per sample
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, torch.ones_like(correct))
     acc_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, correct)
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, conf.double())
     return float((acc_sum - conf_sum).abs().sum() / max(1, labels.numel()))

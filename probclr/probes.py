@@ -95,8 +95,10 @@ class MLPProbe(nn.Module):
 
 def train_mlp_probe(
     x: Tensor, y: Tensor, num_classes: int, hidden: int, epochs: int, seed: int, batch_size: int = 256,
+    min_steps: int = 1000,
 ) -> MLPProbe:
-    """One-hidden-layer MLP, Adam (lr 1e-3, wd 1e-4 decoupled), cosine decay, minibatches of 256."""
+    """One-hidden-layer MLP, AdamW (lr 1e-3, wd 1e-4), cosine decay, minibatches of 256; at least
+    ``min_steps`` steps so that small label subsets are not under-trained."""
     x = x.float()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -105,6 +107,7 @@ def train_mlp_probe(
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     bs = min(batch_size, x.shape[0])
     steps_per_epoch = max(1, x.shape[0] // bs)
+    epochs = max(epochs, -(-min_steps // steps_per_epoch))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     model.train()
     for _ in range(epochs):

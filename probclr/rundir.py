@@ -43,8 +43,9 @@ class RunDir:
         atomic_write_json(self.provenance_path, provenance)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        from probclr.io import atomic_write_text
         import json
+
+        from probclr.io import atomic_write_text
 
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 

