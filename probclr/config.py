@@ -41,6 +41,9 @@ class AugmentConfig:
     color_jitter: bool = True
     strength: float = 0.5  # s; SimCLR uses 0.5 on CIFAR-10 (App. B.9), 1.0 on ImageNet
     jitter_p: float = 0.8
+    # hsv: torchvision's ops exactly (HSV hue, clamp after each op); affine: all colour ops folded into one
+    # per-image affine map with a YIQ hue rotation (DALI's hue), ~3x faster on CPU. See docs/augmentation.md.
+    color_mode: Literal["hsv", "affine"] = "hsv"
     grayscale: bool = True
     grayscale_p: float = 0.2
     blur: bool = False  # off on CIFAR-10 as in the paper (App. B.9); on for STL-10 / ImageNet

@@ -188,3 +188,49 @@ def test_translate_flip_is_an_exact_shift():
                     if torch.equal(padded[:, dy : dy + 32, dx : dx + 32], y[i]):
                         found = True
         assert found
+
+
+def test_affine_colour_equals_exact_ops_without_hue_and_clamping():
+    from probclr.augment import affine_color
+
+    g = gen(11)
+    x = torch.rand(64, 3, 8, 8, generator=g) * 0.4 + 0.3  # mid-range: no op clamps
+    p = sample_jitter(64, 0.2, g, torch.device("cpu"))._replace(hue=torch.zeros(64))
+    on = torch.ones(64, dtype=torch.bool)
+    off = torch.zeros(64, dtype=torch.bool)
+    torch.testing.assert_close(affine_color(x, p, on, off), color_jitter(x, p), atol=1e-5, rtol=0)
+    # the jitter mask: untouched images stay exactly as they were
+    mask = torch.arange(64) % 2 == 0
+    out = affine_color(x, p, mask, off)
+    torch.testing.assert_close(out[~mask], x[~mask], atol=1e-6, rtol=0)
+    # greyscale folded into the same map equals greyscale applied after the jitter
+    from probclr.augment import grayscale
+
+    both = affine_color(x, p, on, on)
+    torch.testing.assert_close(both, grayscale(color_jitter(x, p)).expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
+
+
+def test_affine_hue_rotation_keeps_luma_and_is_periodic():
+    from probclr.augment import GRAY_WEIGHTS, affine_color
+
+    x = torch.rand(16, 3, 8, 8, generator=gen(12)) * 0.2 + 0.4
+    ident = torch.ones(16)
+    for shift in (0.1, -0.2, 0.5):
+        p = sample_jitter(16, 1.0, gen(1), torch.device("cpu"))
+        p = p._replace(brightness=ident, contrast=ident, saturation=ident, hue=torch.full((16,), shift))
+        y = affine_color(x, p, torch.ones(16, dtype=torch.bool), torch.zeros(16, dtype=torch.bool))
+        w = torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+        # YIQ's Y weights (0.299, 0.587, 0.114) are the luma torchvision uses (to 1e-4)
+        torch.testing.assert_close((y * w).sum(1), (x * w).sum(1), atol=2e-4, rtol=0)
+        assert (y - x).abs().max() > 0.01 or shift == 0
+    p = p._replace(hue=torch.ones(16))  # a full turn is the identity
+    y = affine_color(x, p, torch.ones(16, dtype=torch.bool), torch.zeros(16, dtype=torch.bool))
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["hsv", "affine"])
+def test_both_colour_modes_seeded_and_in_range(mode):
+    cfg = AugmentConfig(color_mode=mode)
+    x = images(16)
+    a, b = SimCLRAugment(cfg)(x, gen(3)), SimCLRAugment(cfg)(x, gen(3))
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
