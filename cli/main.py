@@ -73,6 +73,7 @@ def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint other than the run's last")] = None,
     data_dir: DataDirOpt = None,
     method: Annotated[str, typer.Option(help="label for the result rows")] = "simclr",
+    finetune: Annotated[bool, typer.Option(help="also fine-tune the whole encoder on each labeled subset")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
@@ -90,7 +91,7 @@ def evaluate(
     updates = dict(parse_override(o) for o in (set_ or []))
     updates.update({k: v for k, v in flags.items() if v})
     cfg = merge(base, updates).eval
-    rows, path = evaluate_run(run, cfg, ckpt, str(data_dir) if data_dir else None, method, command_line(ctx))
+    rows, path = evaluate_run(run, cfg, ckpt, str(data_dir) if data_dir else None, method, command_line(ctx), finetune)
     typer.echo(format_table(rows))
     typer.echo(f"results: {path} (and results.csv)")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from probclr.checkpoint import load_checkpoint
-from probclr.config import EvalConfig
+from probclr.config import Config, EvalConfig
 from probclr.data import Splits
 from probclr.datasets import load_splits
 from probclr.errors import ProbclrError
@@ -60,9 +60,34 @@ def check_fractions_possible(labels: torch.Tensor, fractions: tuple[float, ...])
         raise ProbclrError(f"class {int(torch.nonzero(counts == 0)[0])} has no labeled training images")
 
 
+def finetune_rows(
+    ckpt: Path, splits: Splits, cfg: EvalConfig, method: str, num_classes: int, run_cfg: Config,
+) -> list[ResultRow]:
+    """Semi-supervised fine-tuning: the pretrained encoder plus a linear layer, all trained on the labeled
+    subset (encoder lr scaled by ``supervised.finetune_lr_scale``); reported apart from frozen probes."""
+    from probclr.device import resolve_device
+    from probclr.features import load_encoder
+    from probclr.supervised import Classifier, predict, train_classifier
+
+    device = resolve_device(run_cfg.run)
+    rows = []
+    for fraction in cfg.fractions:
+        for seed in range(cfg.seeds):
+            idx = label_subset(splits.train.labels, fraction, seed)
+            encoder, _, _ = load_encoder(ckpt)
+            encoder.requires_grad_(True)
+            torch.manual_seed(run_cfg.run.seed + 1000 * seed)
+            model = Classifier(encoder, num_classes)
+            model = train_classifier(run_cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device,
+                                     encoder_lr_scale=run_cfg.supervised.finetune_lr_scale)
+            s = score(predict(model, splits.test.images, device), splits.test.labels)
+            rows.append(ResultRow.of(method, "finetune", fraction, seed, int(idx.numel()), s))
+    return rows
+
+
 def evaluate_run(
     run_dir: Path, cfg: EvalConfig | None = None, checkpoint: Path | None = None, data_dir: str | None = None,
-    method: str = "simclr", command: list[str] | None = None,
+    method: str = "simclr", command: list[str] | None = None, finetune: bool = False,
 ) -> tuple[list[ResultRow], Path]:
     """Extract (or reuse) features of ``checkpoint`` (default: the run's last) and run every probe."""
     run = RunDir(run_dir)
@@ -77,6 +102,8 @@ def evaluate_run(
     check_fractions_possible(splits.train.labels, cfg.fractions)
     feats = cached_features(run.root, ckpt, splits, cfg.batch_size)
     rows = probe_rows(feats, cfg, method, num_classes)
+    if finetune:
+        rows += finetune_rows(ckpt, splits, cfg, method, num_classes, run_cfg)
     meta = {
         "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": feats.checkpoint_sha256,
         "checkpoint_epoch": int(state.get("epoch", -1)), "eval_config": dataclasses.asdict(cfg),
