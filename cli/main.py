@@ -150,7 +150,20 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Entry point: like ``app()``, but a usage error (bad flag or flag value) is one line and exit 2."""
+    import sys
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="probclr", standalone_mode=False)
+    except Exception as err:  # click's UsageError / BadParameter, vendored by typer
+        if getattr(err, "exit_code", None) == 2 and hasattr(err, "format_message"):
+            typer.echo(f"error: {err.format_message()} (see probclr --help)", err=True)
+            sys.exit(2)
+        if type(err).__name__ == "Abort":
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,22 @@ def test_bad_image_folder_names_the_file(tmp_path):
     lines = bad(["pretrain", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"), "--out",
                  str(tmp_path / "o")], "x.png")
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["pretrain", "--epochs", "abc"], "--epochs"),
+        (["pretrain", "--bogus"], "--bogus"),
+        (["nosuch"], "nosuch"),
+        (["evaluate", "--run", "/no/such dir"], "does not exist"),
+    ],
+)
+def test_console_entry_point_usage_errors_are_one_line(args, match):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and match in lines[0] and "Traceback" not in res.stderr, res.stderr

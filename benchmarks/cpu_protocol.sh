@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The CPU protocol of BENCHMARKS.md: SimCLR (small ConvNet) on all 50,000 CIFAR-10 training images for a
+# fixed budget, linear probe / kNN at 1 %, 10 %, 100 % labels (3 label subsets each), a random encoder
+# under the same probes, and the supervised baseline on the same label subsets.
+#   PROBCLR_DATA_DIR=../shared/data bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
+set -euo pipefail
+out=${1:-runs/protocol}; shift || true
+seeds=${*:-0 1}
+cfg=configs/cifar10_cpu.yaml
+mkdir -p "$out"
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/protocol.log"; }
+simclr() {
+  s=$1
+  if [ ! -f "$out/simclr-s$s/eval/last/results.json" ]; then
+    log "pretrain seed $s"
+    resume=""; [ -f "$out/simclr-s$s/checkpoints/last.pt" ] && resume=--resume
+    probclr pretrain --config $cfg --seed "$s" --out "$out/simclr-s$s" $resume 2>/dev/null | tee -a "$out/protocol.log"
+    log "evaluate seed $s"
+    probclr evaluate --run "$out/simclr-s$s" | tee -a "$out/protocol.log"
+  fi
+}
+first=${seeds%% *}
+simclr "$first"
+if [ ! -f "$out/random/eval/last/results.json" ]; then
+  log "random encoder"
+  [ -f "$out/random/checkpoints/last.pt" ] || probclr pretrain --config $cfg --epochs 0 --out "$out/random" 2>/dev/null
+  probclr evaluate --run "$out/random" --method random-init | tee -a "$out/protocol.log"
+fi
+log "supervised"
+probclr supervised --config $cfg --seeds 2 --out "$out/supervised" | tee -a "$out/protocol.log"
+for s in $seeds; do simclr "$s"; done
+log "done"
