@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from sklearn.linear_model import LogisticRegression
 
 from probclr.backbones import build_encoder, channel_stats
-from probclr.config import DataConfig, ModelConfig
+from probclr.config import DataConfig, EvalConfig, ModelConfig
 from probclr.datasets import load_splits
 from probclr.features import embed
 from probclr.probes import fit_logistic
@@ -27,15 +28,21 @@ from probclr.probes import fit_logistic
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wd", type=float, default=1e-4)
-    ap.add_argument("--max-iter", type=int, default=300)
+    ap.add_argument("--max-iter", type=int, default=EvalConfig().max_iter)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--features", default=None, help="cache the extracted features in this .pt file")
     a = ap.parse_args()
     s = load_splits(DataConfig(dataset="cifar10"))
-    torch.manual_seed(0)
-    mean, std = channel_stats(s.train.images)
-    enc = build_encoder(ModelConfig(convnet_widths=(64, 128, 256, 512)), mean, std).eval()
     t0 = time.perf_counter()
-    x, xt = embed(enc, s.train.images), embed(enc, s.test.images)
+    if a.features and Path(a.features).exists():
+        x, xt = torch.load(a.features, weights_only=True)
+    else:
+        torch.manual_seed(0)
+        mean, std = channel_stats(s.train.images)
+        enc = build_encoder(ModelConfig(convnet_widths=(64, 128, 256, 512)), mean, std).eval()
+        x, xt = embed(enc, s.train.images), embed(enc, s.test.images)
+        if a.features:
+            torch.save((x, xt), a.features)
     t_feat = time.perf_counter() - t0
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
     x, xt = (x - mu) / sd, (xt - mu) / sd

@@ -27,22 +27,41 @@ class LinearProbe(NamedTuple):
         return torch.softmax(self.logits(x), dim=1)
 
 
-def fit_logistic(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int = 300) -> tuple[Tensor, Tensor]:
+def logistic_loss_and_grad(
+    xt: Tensor, onehot: Tensor, w: Tensor, b: Tensor, weight_decay: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Objective mean_i CE(x_i W + b, y_i) + wd/2 ||W||^2 and its exact gradient, without autograd.
+
+    ``xt`` is the feature matrix stored transposed, (D, N) contiguous: both products then stream it in
+    its memory order (autograd's x.T @ g on an (N, D) matrix is ~4x slower on CPU).
+    """
+    n = xt.shape[1]
+    logits = (w.T @ xt).T + b  # (N, C)
+    logp = torch.log_softmax(logits, dim=1)  # (N, C)
+    loss = -(logp * onehot).sum() / n + 0.5 * weight_decay * (w * w).sum()
+    g = (logp.exp() - onehot) / n  # (N, C) d loss / d logits
+    return loss, xt @ g + weight_decay * w, g.sum(dim=0)  # scalar, (D, C), (C,)
+
+
+def fit_logistic(
+    x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int = 300
+) -> tuple[Tensor, Tensor]:
     """argmin_W,b mean_i CE(x_i W + b, y_i) + wd/2 ||W||^2, full batch, L-BFGS with strong Wolfe line search.
 
     The same objective as scikit-learn's LogisticRegression(C = 1 / (n * wd)) (bias not penalised).
     """
+    xt = x.T.contiguous()  # (D, N)
+    onehot = F.one_hot(y, num_classes).to(x.dtype)  # (N, C)
     w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, requires_grad=True)  # (D, C)
     b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)  # (C,)
     opt = torch.optim.LBFGS(
         [w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7, tolerance_change=1e-10,
+        tolerance_grad=1e-6, tolerance_change=1e-9,
     )
 
     def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 0.5 * weight_decay * (w * w).sum()
-        loss.backward()
+        with torch.no_grad():
+            loss, w.grad, b.grad = logistic_loss_and_grad(xt, onehot, w, b, weight_decay)
         return loss
 
     opt.step(closure)

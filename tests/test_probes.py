@@ -104,3 +104,22 @@ def test_probe_is_fast_enough_to_be_practical():
     t0 = time.perf_counter()
     fit_logistic(x, y, 10, 1e-3, 100)
     assert time.perf_counter() - t0 < 60  # a hang guard only
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_manual_gradient_equals_autograd(dtype):
+    from probclr.probes import logistic_loss_and_grad
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 7, generator=g, dtype=dtype)
+    y = torch.randint(0, 3, (50,), generator=g)
+    w = torch.randn(7, 3, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(3, generator=g, dtype=dtype, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(x @ w + b, y) + 0.5 * 0.3 * (w * w).sum()
+    ref.backward()
+    onehot = torch.nn.functional.one_hot(y, 3).to(dtype)
+    loss, gw, gb = logistic_loss_and_grad(x.T.contiguous(), onehot, w.detach(), b.detach(), 0.3)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(loss, ref.detach(), atol=tol, rtol=tol)
+    torch.testing.assert_close(gw, w.grad, atol=tol, rtol=tol)
+    torch.testing.assert_close(gb, b.grad, atol=tol, rtol=tol)
