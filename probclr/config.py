@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from probclr.errors import ConfigError
+from probclr.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,4 @@ def validate(cfg: Config) -> None:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    from probclr.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -140,36 +140,49 @@ def cifar10(cfg: DataConfig) -> Splits:
 # STL-10 and image folders
 
 
+def _read_stl10_binary(folder: Path) -> Splits:
+    """STL-10's binary layout (``stl10_binary/``): uint8 images stored column-major, labels 1..10."""
+
+    def images(name: str) -> torch.Tensor:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"STL-10 file {str(path)!r} is missing")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size % (3 * 96 * 96):
+            raise DataError(f"STL-10 file {str(path)!r} is truncated ({raw.size} bytes)")
+        return torch.from_numpy(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2).copy())
+
+    def labels(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.fromfile(folder / name, dtype=np.uint8).astype(np.int64) - 1)
+
+    names = folder / "class_names.txt"
+    classes = tuple(names.read_text().split()) if names.is_file() else tuple(str(i) for i in range(10))
+    train = ImageSet(images("train_X.bin"), labels("train_y.bin"), classes)
+    test = ImageSet(images("test_X.bin"), labels("test_y.bin"), classes)
+    unlabeled = images("unlabeled_X.bin")
+    pretrain = ImageSet(
+        torch.cat([unlabeled, train.images]),
+        torch.cat([torch.full((unlabeled.shape[0],), -1, dtype=torch.int64), train.labels]),
+        classes,
+    )  # the paper pretrains on unlabeled + train
+    return Splits(pretrain=pretrain, train=train, test=test)
+
+
 def stl10(cfg: DataConfig) -> Splits:
-    import torchvision
-
+    """STL-10: torchvision downloads it (when allowed); probclr reads the binary files itself."""
     root = _data_dir(cfg, "stl10")
-    folder = root / "stl10_binary"
-    if not folder.is_dir() and not cfg.download:
-        raise DataError(
-            f"no STL-10 in {str(root)!r} (expected {str(folder)!r}): pass --data-dir DIR holding stl10_binary,"
-            " or add --download to fetch it with torchvision (2.6 GB)"
-        )
+    folder = root if root.name == "stl10_binary" else root / "stl10_binary"
+    if not folder.is_dir():
+        if not cfg.download:
+            raise DataError(
+                f"no STL-10 in {str(root)!r} (expected {str(folder)!r}): pass --data-dir DIR holding"
+                " stl10_binary, or add --download to fetch it with torchvision (2.6 GB)"
+            )
+        import torchvision
 
-    def build() -> Splits:
-        def part(split: str) -> ImageSet:
-            ds = torchvision.datasets.STL10(str(root), split=split, download=cfg.download)
-            return ImageSet(torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long(), tuple(ds.classes))
-
-        train, test, unlabeled = part("train"), part("test"), part("unlabeled")
-        pretrain = ImageSet(
-            torch.cat([unlabeled.images, train.images]),
-            torch.cat([torch.full_like(unlabeled.labels, -1), train.labels]),
-            train.classes,
-        )  # the paper pretrains on train + unlabeled
-        return Splits(pretrain=pretrain, train=train, test=test)
-
-    try:
-        if cfg.download:
-            return build()
-        return cached(cfg, "stl10", folder, build)
-    except RuntimeError as err:
-        raise DataError(f"STL-10 in {str(root)!r} could not be read: {err}") from err
+        root.mkdir(parents=True, exist_ok=True)
+        torchvision.datasets.STL10(str(root), split="train", download=True)
+    return cached(cfg, "stl10", folder, lambda: _read_stl10_binary(folder))
 
 
 def imagefolder(cfg: DataConfig) -> Splits:

@@ -46,7 +46,8 @@ def probe_rows(feats: Features, cfg: EvalConfig, method: str, num_classes: int) 
     return rows
 
 
-def _check_eval_set(splits: Splits) -> int:
+def num_classes_of(splits: Splits) -> int:
+    """The number of classes of a dataset that has a labeled train split and a test split (else an error)."""
     if splits.test.images.shape[0] == 0 or splits.train.images.shape[0] == 0 or not splits.train.classes:
         raise ProbclrError("this dataset has no labeled train/test split to evaluate on (use train/ and test/ folders)")
     return len(splits.train.classes)
@@ -98,7 +99,7 @@ def evaluate_run(
     data_cfg = run_cfg.data if data_dir is None else dataclasses.replace(run_cfg.data, data_dir=data_dir)
     t0 = time.perf_counter()
     splits = load_splits(data_cfg)
-    num_classes = _check_eval_set(splits)
+    num_classes = num_classes_of(splits)
     check_fractions_possible(splits.train.labels, cfg.fractions)
     feats = cached_features(run.root, ckpt, splits, cfg.batch_size)
     rows = probe_rows(feats, cfg, method, num_classes)

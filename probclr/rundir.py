@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from probclr.config import Config, from_dict, save_config, to_dict
 from probclr.errors import ProbclrError
-from probclr.io import atomic_write_json
+from probclr.io import atomic_write_json, atomic_write_text
 
 
 class RunDir:
@@ -43,9 +44,7 @@ class RunDir:
         atomic_write_json(self.provenance_path, provenance)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        import json
 
-        from probclr.io import atomic_write_text
 
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -23,7 +23,7 @@ from probclr.backbones import Encoder, build_encoder, channel_stats
 from probclr.config import Config
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.evaluate import _check_eval_set, check_fractions_possible
+from probclr.evaluate import check_fractions_possible, num_classes_of
 from probclr.fractions import label_subset
 from probclr.io import atomic_write_json
 from probclr.metrics import score
@@ -97,7 +97,7 @@ def run_supervised(
     """Train from scratch at each fraction and seed; resumable: finished points are read back, not retrained."""
     device = resolve_device(cfg.run)
     splits = load_splits(cfg.data)
-    num_classes = _check_eval_set(splits)
+    num_classes = num_classes_of(splits)
     check_fractions_possible(splits.train.labels, fractions)
     mean, std = channel_stats(splits.pretrain.images)
     out = Path(out)

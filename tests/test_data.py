@@ -138,3 +138,23 @@ def test_limits_are_seeded_subsets(cifar_slice):
     a, b = load_splits(cfg), load_splits(cfg)
     assert a.train.images.shape[0] == 100 and a.test.images.shape[0] == 30
     assert torch.equal(a.train.labels, b.train.labels) and a.pretrain is a.train
+
+
+def test_stl10_binary_layout(tmp_path):
+    """STL-10's binary files (written here in the official layout: column-major images, labels 1..10)."""
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    hwc = {}
+    for name, n in (("train", 4), ("test", 3), ("unlabeled", 5)):
+        imgs = rng.randint(0, 256, (n, 96, 96, 3), dtype=np.uint8)  # (N, H, W, C)
+        hwc[name] = imgs
+        imgs.transpose(0, 3, 2, 1).tofile(folder / f"{name}_X.bin")  # (N, C, W, H) = column-major planes
+        if name != "unlabeled":
+            np.arange(1, n + 1, dtype=np.uint8).tofile(folder / f"{name}_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)))
+    s = load_splits(DataConfig(dataset="stl10", data_dir=str(tmp_path)))
+    assert s.train.images.shape == (4, 3, 96, 96) and s.pretrain.images.shape == (9, 3, 96, 96)
+    assert torch.equal(s.train.images[2].permute(1, 2, 0), torch.from_numpy(hwc["train"][2]))
+    assert s.train.labels.tolist() == [0, 1, 2, 3] and (s.pretrain.labels[:5] == -1).all()
+    assert s.train.classes[0] == "c0"
