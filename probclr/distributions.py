@@ -1,0 +1,148 @@
+"""Distributions on the unit sphere S^{d-1}: von Mises-Fisher and Power Spherical.
+
+Both are ``torch.distributions.Distribution`` subclasses with Pyro's ``constraints.sphere`` support, so they
+can be used in Pyro models. batch_shape = loc.shape[:-1], event_shape = (d,).
+
+von Mises-Fisher (Mardia & Jupp 2000): p(x) = C_d(kappa) exp(kappa mu^T x),
+    log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa)
+with the stable log-Bessel of :mod:`probclr.bessel`. Sampling: Wood (1994)'s rejection sampler (not
+reparameterised). Power Spherical (De Cao & Aziz 2020): p(x) = N_d(kappa) (1 + mu^T x)^kappa, with
+t = mu^T x = 2 Beta(alpha, beta) - 1, alpha = (d-1)/2 + kappa, beta = (d-1)/2: rejection-free and fully
+reparameterised (``rsample``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+from torch import Tensor
+from torch.distributions import Beta, Distribution
+
+from probclr.bessel import log_bessel_iv
+
+
+def _householder_to(loc: Tensor, y: Tensor) -> Tensor:
+    """Reflect samples ``y`` (..., d) drawn around e1 so that e1 maps to ``loc`` (..., d)."""
+    e1 = torch.zeros_like(loc)
+    e1[..., 0] = 1.0
+    u = e1 - loc
+    norm = u.norm(dim=-1, keepdim=True)
+    u = torch.where(norm > 1e-8, u / norm.clamp_min(1e-12), torch.zeros_like(u))
+    return y - 2 * (y * u).sum(-1, keepdim=True) * u
+
+
+def _uniform_tangent(shape: torch.Size, d: int, like: Tensor) -> Tensor:
+    """Uniform directions on S^{d-2}, shape (*shape, d-1)."""
+    v = torch.randn(*shape, d - 1, dtype=like.dtype, device=like.device)
+    return F.normalize(v, dim=-1)
+
+
+class VonMisesFisher(Distribution):
+    arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
+    support = constraints.sphere
+    has_rsample = False
+
+    def __init__(self, loc: Tensor, concentration: Tensor, validate_args: bool | None = None) -> None:
+        self.loc = loc
+        self.concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device).expand(loc.shape[:-1])
+        self.dim = loc.shape[-1]
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
+
+    def log_normalizer(self) -> Tensor:
+        """log C_d(kappa), (batch,)."""
+        nu = self.dim / 2 - 1
+        k = self.concentration
+        return nu * torch.log(k) - (self.dim / 2) * math.log(2 * math.pi) - log_bessel_iv(nu, k)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return self.log_normalizer() + self.concentration * (self.loc * value).sum(-1)
+
+    def mean_resultant_length(self) -> Tensor:
+        """A_d(kappa) = E[mu^T x] = I_{d/2}(kappa) / I_{d/2-1}(kappa), in [0, 1)."""
+        nu = self.dim / 2 - 1
+        return torch.exp(log_bessel_iv(nu + 1, self.concentration) - log_bessel_iv(nu, self.concentration))
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc * self.mean_resultant_length().unsqueeze(-1)
+
+    def entropy(self) -> Tensor:
+        return -self.log_normalizer() - self.concentration * self.mean_resultant_length()
+
+    @torch.no_grad()
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        """Wood (1994): w = mu^T x by rejection from a Beta proposal, then a uniform tangent direction."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        d = self.dim
+        k = self.concentration.double().expand(shape)
+        b = (-2 * k + torch.sqrt(4 * k * k + (d - 1) ** 2)) / (d - 1)
+        x0 = (1 - b) / (1 + b)
+        c = k * x0 + (d - 1) * torch.log(1 - x0 * x0)
+        beta = Beta(torch.tensor((d - 1) / 2, dtype=torch.float64), torch.tensor((d - 1) / 2, dtype=torch.float64))
+        w = torch.zeros_like(k)
+        todo = torch.ones_like(k, dtype=torch.bool)
+        while bool(todo.any()):
+            z = beta.sample(k.shape)
+            cand = (1 - (1 + b) * z) / (1 - (1 - b) * z)
+            u = torch.rand_like(k)
+            ok = k * cand + (d - 1) * torch.log(1 - x0 * cand) - c >= torch.log(u)
+            w = torch.where(todo & ok, cand, w)
+            todo = todo & ~ok
+        w = w.to(self.loc.dtype).unsqueeze(-1)
+        v = _uniform_tangent(shape, d, self.loc)
+        y = torch.cat([w, torch.sqrt((1 - w * w).clamp_min(0)) * v], dim=-1)
+        return _householder_to(self.loc.expand(shape + (d,)), y)
+
+
+class PowerSpherical(Distribution):
+    arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
+    support = constraints.sphere
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, concentration: Tensor, validate_args: bool | None = None) -> None:
+        self.loc = loc
+        self.concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device).expand(loc.shape[:-1])
+        self.dim = loc.shape[-1]
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
+
+    @property
+    def _alpha_beta(self) -> tuple[Tensor, Tensor]:
+        beta = torch.full_like(self.concentration, (self.dim - 1) / 2)
+        return beta + self.concentration, beta
+
+    def log_normalizer(self) -> Tensor:
+        """log N_d(kappa) = -[(alpha + beta) log 2 + beta log pi + lgamma(alpha) - lgamma(alpha + beta)]."""
+        a, b = self._alpha_beta
+        return -((a + b) * math.log(2) + b * math.log(math.pi) + torch.lgamma(a) - torch.lgamma(a + b))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        t = (self.loc * value).sum(-1)
+        return self.log_normalizer() + self.concentration * torch.log1p(t.clamp_min(-1 + 1e-12))
+
+    def mean_resultant_length(self) -> Tensor:
+        a, b = self._alpha_beta
+        return (a - b) / (a + b)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc * self.mean_resultant_length().unsqueeze(-1)
+
+    def entropy(self) -> Tensor:
+        a, b = self._alpha_beta
+        return -(self.log_normalizer() + self.concentration * (math.log(2) + torch.digamma(a) - torch.digamma(a + b)))
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        shape = torch.Size(sample_shape) + self.batch_shape
+        a, b = self._alpha_beta
+        z = Beta(a, b).rsample(torch.Size(sample_shape))  # (*shape,), reparameterised in kappa
+        t = (2 * z - 1).unsqueeze(-1)
+        v = _uniform_tangent(shape, self.dim, self.loc)
+        y = torch.cat([t, torch.sqrt((1 - t * t).clamp_min(0)) * v], dim=-1)
+        return _householder_to(self.loc.expand(shape + (self.dim,)), y)
