@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -30,3 +35,34 @@ class SimCLRModel(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)  # (B, D)
         return h, self.head(h)  # (B, D), (B, P)
+
+
+class Embedding(NamedTuple):
+    mu: Tensor  # (B, D), unit norm: the mean direction
+    kappa: Tensor  # (B,), in [kappa_min, kappa_max]; larger = more certain
+
+
+class ProbabilisticHead(nn.Module):
+    """h -> (mu, kappa): a projection MLP for the direction and a scalar branch for the concentration.
+
+    kappa is bounded on a log scale, log kappa = log k_min + (log k_max - log k_min) * sigmoid(a), so the
+    loss can neither drive it to 0 nor to infinity.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden: int, out_dim: int = 128, kappa_min: float = 1.0, kappa_max: float = 1e4
+    ) -> None:
+        super().__init__()
+        if not 0 < kappa_min < kappa_max:
+            raise ValueError(f"need 0 < kappa_min < kappa_max, got {kappa_min} and {kappa_max}")
+        self.direction = ProjectionHead(in_dim, hidden, out_dim)
+        self.concentration = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+        )
+        self.log_min, self.log_max = math.log(kappa_min), math.log(kappa_max)
+
+    def forward(self, h: Tensor) -> Embedding:
+        mu = F.normalize(self.direction(h).float(), dim=1)  # (B, D)
+        a = self.concentration(h).float().squeeze(1)  # (B,)
+        kappa = torch.exp(self.log_min + (self.log_max - self.log_min) * torch.sigmoid(a))  # (B,)
+        return Embedding(mu, kappa)

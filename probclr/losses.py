@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,3 +28,42 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
     logits = logits.masked_fill(self_mask, float("-inf"))  # k != i
     target = torch.arange(2 * n, device=z.device).roll(n)  # (2N,) view a_i <-> view b_i
     return F.cross_entropy(logits, target)
+
+
+def mc_infonce(
+    mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
+) -> Tensor:
+    """Monte-Carlo InfoNCE likelihood (after Kirchhof et al., ICML 2023), the mean over 2N anchors.
+
+    Each view's embedding is uncertain: z ~ PowerSpherical(mu, kappa) (De Cao & Aziz 2020, reparameterised).
+    Given the embeddings, the positive of anchor i is chosen among the 2N - 1 others with probability
+    softmax_k(z_i^T z_k / temperature) -- NT-Xent's model. The likelihood of the observed pairing marginalises
+    the embeddings: p_i = E_z[softmax_{pos(i)}], estimated with ``samples`` draws of every embedding, so
+    loss_i = -log( (1/M) sum_m exp(log p_i^(m)) ), computed with logsumexp. As kappa -> infinity every draw is
+    mu and the loss is exactly ``nt_xent(mu_a, mu_b, temperature)``. See docs/probabilistic_loss.md.
+    mu_*: (N, D) unit vectors; kappa_*: (N,) > 0.
+    """
+    from probclr.distributions import PowerSpherical
+
+    if mu_a.ndim != 2 or mu_a.shape != mu_b.shape or kappa_a.shape != mu_a.shape[:1] or kappa_b.shape != kappa_a.shape:
+        raise ValueError(
+            f"need mu_a, mu_b of shape (N, D) and kappa_a, kappa_b of shape (N,), got {tuple(mu_a.shape)}, "
+            f"{tuple(mu_b.shape)}, {tuple(kappa_a.shape)}, {tuple(kappa_b.shape)}"
+        )
+    n = mu_a.shape[0]
+    if n < 2:
+        raise ValueError(f"mc_infonce needs N >= 2 pairs, got N = {n}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    mu = F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1)  # (2N, D)
+    kappa = torch.cat([kappa_a, kappa_b]).float()  # (2N,)
+    z = PowerSpherical(mu, kappa).rsample(torch.Size([samples]))  # (M, 2N, D)
+    logits = torch.einsum("mid,mjd->mij", z, z) / temperature  # (M, 2N, 2N)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    target = torch.arange(2 * n, device=z.device).roll(n)  # (2N,)
+    log_p = torch.log_softmax(logits, dim=2).gather(2, target.view(1, -1, 1).expand(samples, -1, 1)).squeeze(2)
+    log_lik = torch.logsumexp(log_p, dim=0) - math.log(samples)  # (2N,) log of the MC-averaged likelihood
+    return -log_lik.mean()

@@ -75,3 +75,62 @@ def test_low_temperature_limit_is_hard_margin():
 def test_bad_input(z_a, z_b, t, match):
     with pytest.raises(ValueError, match=match):
         nt_xent(z_a, z_b, t)
+
+
+def _unit(n, d, seed):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_mc_infonce_reduces_to_nt_xent_as_kappa_grows():
+    from probclr.losses import mc_infonce
+
+    torch.manual_seed(0)
+    mu_a, mu_b = _unit(6, 16, 1), _unit(6, 16, 2)
+    ref = nt_xent(mu_a, mu_b, 0.5).item()
+    gaps = []
+    for kappa in (1e2, 1e4, 1e6):
+        k = torch.full((6,), kappa)
+        gaps.append(abs(mc_infonce(mu_a, k, mu_b, k, 0.5, samples=16).item() - ref))
+    assert gaps[-1] < 1e-3 and gaps[0] > gaps[-1]
+
+
+def test_mc_infonce_uncertainty_costs_likelihood_on_good_pairs_and_helps_on_wrong_ones():
+    """A sharp embedding of a well-matched pair is best kept sharp; on a pair the means get wrong,
+    a lower concentration yields a higher likelihood (the loss rewards honest uncertainty)."""
+    from probclr.losses import mc_infonce
+
+    torch.manual_seed(0)
+    mu = _unit(8, 8, 3)
+    good_b = mu.clone()
+    sharp, vague = torch.full((8,), 1e4), torch.full((8,), 2.0)
+    assert mc_infonce(mu, sharp, good_b, sharp, 0.1, 64) < mc_infonce(mu, vague, good_b, vague, 0.1, 64)
+    wrong_b = mu.roll(1, dims=0)  # every positive looks like another image's view
+    assert mc_infonce(mu, vague, wrong_b, vague, 0.1, 64) < mc_infonce(mu, sharp, wrong_b, sharp, 0.1, 64)
+
+
+def test_mc_infonce_gradients_and_bad_input():
+    from probclr.losses import mc_infonce
+
+    mu_a = _unit(4, 5, 4).requires_grad_()
+    k = torch.full((4,), 5.0, requires_grad=True)
+    loss = mc_infonce(mu_a, k, _unit(4, 5, 5), k, 0.2, 4)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(k.grad).all() and torch.isfinite(mu_a.grad).all()
+    with pytest.raises(ValueError, match="N >= 2"):
+        mc_infonce(_unit(1, 3, 0), torch.ones(1), _unit(1, 3, 1), torch.ones(1))
+    with pytest.raises(ValueError, match="shape"):
+        mc_infonce(_unit(3, 3, 0), torch.ones(2), _unit(3, 3, 1), torch.ones(3))
+    with pytest.raises(ValueError, match="temperature"):
+        mc_infonce(_unit(3, 3, 0), torch.ones(3), _unit(3, 3, 1), torch.ones(3), temperature=0)
+
+
+def test_probabilistic_head_bounds_kappa():
+    from probclr.heads import ProbabilisticHead
+
+    head = ProbabilisticHead(16, 32, 8, kappa_min=2.0, kappa_max=50.0)
+    e = head(torch.randn(10, 16) * 100)
+    assert e.mu.shape == (10, 8) and e.kappa.shape == (10,)
+    torch.testing.assert_close(e.mu.norm(dim=1), torch.ones(10))
+    assert (e.kappa >= 2.0 - 1e-4).all() and (e.kappa <= 50.0 + 1e-3).all()
+    with pytest.raises(ValueError, match="kappa_min"):
+        ProbabilisticHead(4, 4, 4, kappa_min=5.0, kappa_max=1.0)
