@@ -42,6 +42,7 @@ def pretrain(
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/pretrain"),
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    new_loss: Annotated[bool, typer.Option(help="probabilistic head + MC-InfoNCE likelihood loss")] = False,
 ) -> None:
     """Pretrain an encoder with SimCLR (NT-Xent) and write a run directory."""
     from probclr.train import pretrain as run_pretrain
@@ -49,7 +50,7 @@ def pretrain(
     cfg = assemble_config(
         config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
         data__download=download or None, optim__epochs=epochs, optim__batch_size=batch_size,
-        run__device=device, run__seed=seed,
+        run__device=device, run__seed=seed, loss__name="mc_infonce" if new_loss else None,
     )
     with ProgressBar("pretrain") as bar:
         result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line(ctx))

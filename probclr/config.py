@@ -63,8 +63,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: Literal["nt_xent"] = "nt_xent"
+    name: Literal["nt_xent", "mc_infonce"] = "nt_xent"  # mc_infonce: the probabilistic loss (--new-loss)
     temperature: float = 0.5  # tau; SimCLR uses 0.5 on CIFAR-10 (App. B.9)
+    samples: int = 8  # mc_infonce: Monte-Carlo draws of every embedding per step
+    kappa_min: float = 1.0  # mc_infonce: bounds of the head's concentration
+    kappa_max: float = 1.0e4
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,9 @@ def validate(cfg: Config) -> None:
     )
     if cfg.model.proj_hidden is not None:
         _check(cfg.model.proj_hidden >= 1, f"model.proj_hidden must be >= 1, got {cfg.model.proj_hidden}")
+    _check(cfg.loss.samples >= 1, f"loss.samples must be >= 1, got {cfg.loss.samples}")
+    _check(0 < cfg.loss.kappa_min < cfg.loss.kappa_max,
+           f"loss.kappa_min and kappa_max must satisfy 0 < min < max, got {cfg.loss.kappa_min}, {cfg.loss.kappa_max}")
     _check(cfg.loss.temperature > 0, f"loss.temperature must be > 0, got {cfg.loss.temperature}")
     _check(o.batch_size >= 2, f"optim.batch_size must be >= 2 (NT-Xent needs negatives), got {o.batch_size}")
     _check(o.epochs >= 0, f"optim.epochs must be >= 0, got {o.epochs}")

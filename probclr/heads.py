@@ -32,9 +32,9 @@ class SimCLRModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | Embedding]:
         h = self.encoder(x)  # (B, D)
-        return h, self.head(h)  # (B, D), (B, P)
+        return h, self.head(h)  # (B, D), and (B, P) or Embedding((B, P), (B,))
 
 
 class Embedding(NamedTuple):

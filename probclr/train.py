@@ -23,8 +23,8 @@ from probclr.config import Config, to_dict
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.errors import ProbclrError
-from probclr.heads import ProjectionHead, SimCLRModel
-from probclr.losses import nt_xent
+from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
+from probclr.losses import mc_infonce, nt_xent
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_diff, config_from_checkpoint
@@ -53,9 +53,36 @@ class PretrainResult:
 
 
 def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
+    """Encoder + projection head; with the probabilistic loss the head outputs (mu, kappa)."""
     encoder = build_encoder(cfg.model, mean, std)
-    head = ProjectionHead(encoder.out_dim, cfg.model.proj_hidden or encoder.out_dim, cfg.model.proj_dim)
+    hidden = cfg.model.proj_hidden or encoder.out_dim
+    head: nn.Module
+    if cfg.loss.name == "mc_infonce":
+        head = ProbabilisticHead(encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
+    else:
+        head = ProjectionHead(encoder.out_dim, hidden, cfg.model.proj_dim)
     return SimCLRModel(encoder, head)
+
+
+def contrastive_loss(out: Tensor | Embedding, cfg: Config) -> tuple[Tensor, Tensor | None]:
+    """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,)."""
+    if isinstance(out, Embedding):
+        mu_a, mu_b = out.mu.chunk(2)
+        k_a, k_b = out.kappa.chunk(2)
+        loss = mc_infonce(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples)
+        return loss, out.kappa.detach()
+    z_a, z_b = out.float().chunk(2)  # (B, P) each
+    return nt_xent(z_a, z_b, cfg.loss.temperature), None
+
+
+def kappa_stats(kappas: list[Tensor]) -> dict[str, float]:
+    """Mean, spread and quantiles of the concentrations seen in an epoch (collapse shows here)."""
+    if not kappas:
+        return {}
+    k = torch.cat(kappas).float().cpu()
+    q = torch.quantile(k, torch.tensor([0.1, 0.5, 0.9]))
+    return {"kappa_mean": float(k.mean()), "kappa_std": float(k.std()), "kappa_q10": float(q[0]),
+            "kappa_q50": float(q[1]), "kappa_q90": float(q[2])}
 
 
 def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict:
@@ -69,6 +96,8 @@ def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimi
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
     return state
 
 
@@ -125,7 +154,7 @@ def pretrain(
         state = {
             "kind": "simclr", "epoch": epoch, "step": epoch * steps_per_epoch, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "generator": gen.get_state(), "config": to_dict(cfg),
-            "metrics": history,
+            "metrics": history, "torch_rng": torch.get_rng_state(),  # the loss's Monte-Carlo draws use it
         }
         save_checkpoint(run.last, state)
         if cfg.run.keep_checkpoints:
@@ -143,6 +172,7 @@ def pretrain(
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=device)  # (N,)
         loss_sum = torch.zeros((), device=device)
+        kappas: list[Tensor] = []
         for i in range(steps_per_epoch):
             lr = lr_at(step, total, warmup, base_lr)
             set_lr(opt, lr)
@@ -151,9 +181,10 @@ def pretrain(
             if cfg.run.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.run.amp):
-                _, z = step_fn(views)  # (2B, P)
-            z_a, z_b = z.float().chunk(2)
-            loss = nt_xent(z_a, z_b, cfg.loss.temperature)
+                _, out = step_fn(views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
+            loss, kappa = contrastive_loss(out, cfg)
+            if kappa is not None:
+                kappas.append(kappa)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,7 +204,7 @@ def pretrain(
         last_loss = float(loss_sum) / max(1, steps_per_epoch)
         history.append({
             "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
-            "images_per_s": steps_per_epoch * b / wall, "epoch_s": wall,
+            "images_per_s": steps_per_epoch * b / wall, "epoch_s": wall, **kappa_stats(kappas),
         })
         checkpoint(epoch + 1)
 

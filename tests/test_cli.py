@@ -127,3 +127,12 @@ def test_console_entry_point_usage_errors_are_one_line(args, match):
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and match in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_pretrain_new_loss_flag(tmp_path):
+    ok(["pretrain", "--new-loss", "--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "p"), *TINY,
+        "--set", "loss.samples=2"])
+    line = json.loads((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "kappa_mean" in line
+    assert "mc_infonce" in (tmp_path / "p" / "config.yaml").read_text()
+    ok(["evaluate", "--run", str(tmp_path / "p"), "--fraction", "0.5", "--seeds", "1", "--probe", "knn"])

@@ -112,3 +112,24 @@ def test_malicious_checkpoint_refused_and_never_runs(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError):
         load_checkpoint(raw)
     assert not (tmp_path / "PAYLOAD_RAN").exists()
+
+
+def test_new_loss_trains_logs_kappa_and_resumes_exactly(tmp_path):
+    args = [*TINY, "optim.epochs=2", "loss.name=mc_infonce", "loss.samples=2", "loss.temperature=0.2"]
+    cfg = load_config(None, args)
+    pretrain(cfg, tmp_path / "full")
+    rows = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    assert all(1.0 <= r["kappa_q10"] <= r["kappa_q50"] <= r["kappa_q90"] <= 1e4 for r in rows)
+    assert all(r["kappa_std"] >= 0 and r["loss"] > 0 for r in rows)
+
+    def stop(p):
+        if p.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, tmp_path / "resumed", on_progress=stop)
+    pretrain(cfg, tmp_path / "resumed", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
