@@ -124,6 +124,20 @@ def supervised(
     typer.echo(f"results: {path} (and results.csv)")
 
 
+@app.command()
+@user_errors
+def embed(
+    run: Annotated[Path, typer.Option(help="run directory written by pretrain")],
+    checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint other than the run's last")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export h, mu (and kappa for --new-loss runs) and labels of clean train and test images."""
+    from probclr.embed import export_embeddings
+
+    path = export_embeddings(run, checkpoint, str(data_dir) if data_dir else None)
+    typer.echo(f"embeddings: {path}")
+
+
 def _repo_config(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / "configs" / name
 

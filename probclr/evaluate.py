@@ -75,7 +75,7 @@ def finetune_rows(
     for fraction in cfg.fractions:
         for seed in range(cfg.seeds):
             idx = label_subset(splits.train.labels, fraction, seed)
-            encoder, _, _ = load_encoder(ckpt)
+            encoder = load_encoder(ckpt)
             encoder.requires_grad_(True)
             torch.manual_seed(run_cfg.run.seed + 1000 * seed)
             model = Classifier(encoder, num_classes)

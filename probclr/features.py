@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from probclr.backbones import Encoder
 from probclr.checkpoint import CheckpointError, file_digest, load_checkpoint
-from probclr.config import Config
 from probclr.data import Splits
+from probclr.heads import SimCLRModel
 from probclr.io import atomic_torch_save
 from probclr.rundir import config_from_checkpoint
 
@@ -24,24 +24,27 @@ class Features(NamedTuple):
     checkpoint_sha256: str
 
 
-def load_encoder(checkpoint: Path) -> tuple[Encoder, Config, dict]:
-    """The frozen encoder of a checkpoint (SimCLR or supervised), in eval mode, gradients off."""
+def load_model(checkpoint: Path) -> SimCLRModel:
+    """The full pretrained model (encoder and head) of a checkpoint, in eval mode, gradients off."""
     from probclr.train import build_model
 
     state = load_checkpoint(checkpoint)
     cfg = config_from_checkpoint(state)
-    model_state = state["model"]
-    mean, std = model_state["encoder.mean"].reshape(3).clone(), model_state["encoder.std"].reshape(3).clone()
+    mean = state["model"]["encoder.mean"].reshape(3).clone()
+    std = state["model"]["encoder.std"].reshape(3).clone()
     model = build_model(cfg, mean, std)
-    enc_state = {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
     try:
-        model.encoder.load_state_dict(enc_state)
+        model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"{str(checkpoint)!r} does not match its own config's encoder: {err}") from err
-    enc = model.encoder
-    enc.eval()
-    enc.requires_grad_(False)
-    return enc, cfg, state
+        raise CheckpointError(f"{str(checkpoint)!r} does not match its own config's model: {err}") from err
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_encoder(checkpoint: Path) -> Encoder:
+    """The frozen encoder of a checkpoint, in eval mode, gradients off."""
+    return load_model(checkpoint).encoder  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -70,7 +73,7 @@ def cached_features(run_dir: Path, checkpoint: Path, splits: Splits, batch_size:
             )
         if d["train_x"].shape[0] == splits.train.images.shape[0] and d["test_x"].shape[0] == splits.test.images.shape[0]:
             return Features(d["train_x"], d["train_y"], d["test_x"], d["test_y"], digest)
-    encoder, _, _ = load_encoder(checkpoint)
+    encoder = load_encoder(checkpoint)
     feats = Features(
         embed(encoder, splits.train.images, batch_size), splits.train.labels.clone(),
         embed(encoder, splits.test.images, batch_size), splits.test.labels.clone(), digest,

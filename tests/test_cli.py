@@ -136,3 +136,26 @@ def test_pretrain_new_loss_flag(tmp_path):
     assert "kappa_mean" in line
     assert "mc_infonce" in (tmp_path / "p" / "config.yaml").read_text()
     ok(["evaluate", "--run", str(tmp_path / "p"), "--fraction", "0.5", "--seeds", "1", "--probe", "knn"])
+
+
+def test_embed_exports_mu_kappa_and_labels(tmp_path):
+    import torch
+
+    ok(["pretrain", "--new-loss", "--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "p"), *TINY,
+        "--set", "loss.samples=2"])
+    out = ok(["embed", "--run", str(tmp_path / "p")])
+    d = torch.load(tmp_path / "p" / "embeddings" / "last.pt", weights_only=True)
+    n = d["test.labels"].shape[0]
+    assert d["test.mu"].shape == (n, 16) and d["test.kappa"].shape == (n,) and d["test.features"].shape == (n, 16)
+    torch.testing.assert_close(d["test.mu"].norm(dim=1), torch.ones(n))
+    assert (d["train.kappa"] >= 1.0).all() and "embeddings" in out
+    ok(["embed", "--run", str(tiny_run_path(tmp_path))])  # an NT-Xent run: mu, no kappa
+    d2 = torch.load(tiny_run_path(tmp_path) / "embeddings" / "last.pt", weights_only=True)
+    assert "test.kappa" not in d2 and d2["test.mu"].shape[1] == 16
+
+
+def tiny_run_path(tmp_path):
+    out = tmp_path / "nt"
+    if not (out / "checkpoints" / "last.pt").exists():
+        ok(["pretrain", "--epochs", "1", "--batch-size", "64", "--out", str(out), *TINY])
+    return out

@@ -22,7 +22,7 @@ def run(tmp_path_factory):
 def test_frozen_encoder_unchanged_by_feature_extraction_and_probing(run):
     ckpt = run / "checkpoints" / "last.pt"
     digest = file_digest(ckpt)
-    enc, cfg, _ = load_encoder(ckpt)
+    enc = load_encoder(ckpt)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     embed(enc, torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8))  # BN running stats must not move

@@ -1,0 +1,60 @@
+"""Embedding export: representation h, direction mu and concentration kappa of clean train and test images.
+
+What the uncertainty analysis consumes. For an NT-Xent run, mu is the normalised projection and kappa is
+absent; for a ``--new-loss`` run, (mu, kappa) are the probabilistic head's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from probclr.checkpoint import file_digest, load_checkpoint
+from probclr.datasets import load_splits
+from probclr.features import load_model
+from probclr.heads import Embedding, SimCLRModel
+from probclr.io import atomic_torch_save
+from probclr.rundir import RunDir, config_from_checkpoint
+
+
+@torch.no_grad()
+def embed_images(model: SimCLRModel, images: Tensor, batch_size: int = 512) -> dict[str, Tensor]:
+    """uint8 (N, C, H, W) -> {'features': (N, D), 'mu': (N, P), 'kappa': (N,) if probabilistic}."""
+    feats, mus, kappas = [], [], []
+    for chunk in images.split(batch_size):
+        x = chunk.float().div(255)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        h, out = model(x)
+        feats.append(h.float())
+        if isinstance(out, Embedding):
+            mus.append(out.mu)
+            kappas.append(out.kappa)
+        else:
+            mus.append(F.normalize(out.float(), dim=1))
+    result = {"features": torch.cat(feats), "mu": torch.cat(mus)}
+    if kappas:
+        result["kappa"] = torch.cat(kappas)
+    return result
+
+
+def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: str | None = None) -> Path:
+    """Write ``run_dir/embeddings/<checkpoint>.pt`` (train.* and test.* tensors, labels, classes, digest)."""
+    run = RunDir(run_dir)
+    ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
+    cfg = config_from_checkpoint(load_checkpoint(ckpt))
+    data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=data_dir)
+    splits = load_splits(data_cfg)
+    model = load_model(ckpt)
+    out: dict[str, object] = {"checkpoint_sha256": file_digest(ckpt), "classes": list(splits.train.classes)}
+    for name, part in (("train", splits.train), ("test", splits.test)):
+        for key, value in embed_images(model, part.images, cfg.eval.batch_size).items():
+            out[f"{name}.{key}"] = value
+        out[f"{name}.labels"] = part.labels.clone()
+    path = run.root / "embeddings" / f"{ckpt.stem}.pt"
+    atomic_torch_save(path, out)
+    return path
