@@ -24,6 +24,9 @@ def accuracy_vs_fraction(rows: list[ResultRow], path: Path, title: str = "") -> 
     sns.lineplot(data=df, x="fraction", y="accuracy %", hue="model", style="model", markers=True, dashes=False,
                  errorbar="sd", ax=ax)
     ax.set_xscale("log")
+    fractions = sorted(df["fraction"].unique())
+    ax.set_xticks(fractions, [f"{100 * f:g} %" for f in fractions])
+    ax.minorticks_off()
     ax.set_xlabel("fraction of training labels used")
     ax.set_ylabel("test accuracy (%)")
     if title:
