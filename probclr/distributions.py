@@ -40,16 +40,28 @@ def _uniform_tangent(shape: torch.Size, d: int, like: Tensor) -> Tensor:
     return F.normalize(v, dim=-1)
 
 
-class VonMisesFisher(Distribution):
+class _Spherical(Distribution):
+    """Shared parameters of the two families: a mean direction ``loc`` (..., d) and a concentration (...)."""
+
     arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
     support = constraints.sphere
-    has_rsample = False
 
     def __init__(self, loc: Tensor, concentration: Tensor, validate_args: bool | None = None) -> None:
         self.loc = loc
         self.concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device).expand(loc.shape[:-1])
         self.dim = loc.shape[-1]
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
+
+    def mean_resultant_length(self) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc * self.mean_resultant_length().unsqueeze(-1)
+
+
+class VonMisesFisher(_Spherical):
+    has_rsample = False
 
     def log_normalizer(self) -> Tensor:
         """log C_d(kappa), (batch,)."""
@@ -66,10 +78,6 @@ class VonMisesFisher(Distribution):
         """A_d(kappa) = E[mu^T x] = I_{d/2}(kappa) / I_{d/2-1}(kappa), in [0, 1)."""
         nu = self.dim / 2 - 1
         return torch.exp(log_bessel_iv(nu + 1, self.concentration) - log_bessel_iv(nu, self.concentration))
-
-    @property
-    def mean(self) -> Tensor:
-        return self.loc * self.mean_resultant_length().unsqueeze(-1)
 
     def entropy(self) -> Tensor:
         return -self.log_normalizer() - self.concentration * self.mean_resultant_length()
@@ -99,16 +107,8 @@ class VonMisesFisher(Distribution):
         return _householder_to(self.loc.expand(shape + (d,)), y)
 
 
-class PowerSpherical(Distribution):
-    arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
-    support = constraints.sphere
+class PowerSpherical(_Spherical):
     has_rsample = True
-
-    def __init__(self, loc: Tensor, concentration: Tensor, validate_args: bool | None = None) -> None:
-        self.loc = loc
-        self.concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device).expand(loc.shape[:-1])
-        self.dim = loc.shape[-1]
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
 
     @property
     def _alpha_beta(self) -> tuple[Tensor, Tensor]:
@@ -129,10 +129,6 @@ class PowerSpherical(Distribution):
     def mean_resultant_length(self) -> Tensor:
         a, b = self._alpha_beta
         return (a - b) / (a + b)
-
-    @property
-    def mean(self) -> Tensor:
-        return self.loc * self.mean_resultant_length().unsqueeze(-1)
 
     def entropy(self) -> Tensor:
         a, b = self._alpha_beta
