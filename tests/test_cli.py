@@ -44,7 +44,8 @@ def test_evaluate_writes_results(tiny_run):
     assert "linear" in out and "knn" in out
     res = json.loads((tiny_run / "eval" / "last" / "results.json").read_text())
     assert {r["fraction"] for r in res["rows"]} == {0.1, 1.0} and len(res["rows"]) == 8
-    assert res["checkpoint_sha256"] and res["provenance"]["git_sha"] is not None or True
+    assert len(res["checkpoint_sha256"]) == 64 and "git_sha" in res["provenance"]
+    assert res["provenance"]["command"].startswith("probclr evaluate --run")
     assert (tiny_run / "eval" / "last" / "results.csv").read_text().startswith("method,probe,fraction")
     # features are cached: a second evaluation reuses them
     feats = list((tiny_run / "features").glob("*.pt"))

@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -96,14 +94,6 @@ def test_mlp_probe_learns():
     m = train_mlp_probe(x, y, 4, 32, 50, 0)
     with torch.no_grad():
         assert score(torch.softmax(m(x), 1), y).accuracy > 0.95
-
-
-def test_probe_is_fast_enough_to_be_practical():
-    """Not a timing assertion on the machine: a ratio within one run (ours vs sklearn) is in BENCHMARKS.md."""
-    x, y = blobs(n_per=500, d=64, k=10, sep=1.0)
-    t0 = time.perf_counter()
-    fit_logistic(x, y, 10, 1e-3, 100)
-    assert time.perf_counter() - t0 < 60  # a hang guard only
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
