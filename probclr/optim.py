@@ -44,16 +44,22 @@ class LARS(torch.optim.Optimizer):
                 p.add_(state["momentum"], alpha=-group["lr"])
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay (and LARS adaptation) on weights only; none on BN parameters and biases."""
+def param_groups(model: nn.Module, weight_decay: float, lars: bool = False, lr_scale: float = 1.0) -> list[dict]:
+    """Weight decay (and, for LARS, trust-ratio adaptation) on weights only; none on BN parameters and biases.
+
+    ``lr_scale`` multiplies the scheduled learning rate of these groups (see :func:`set_lr`).
+    """
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "lars": True},
-        {"params": no_decay, "weight_decay": 0.0, "lars": False},
+    groups: list[dict] = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale},
     ]
+    if lars:
+        groups[0]["lars"], groups[1]["lars"] = True, False
+    return groups
 
 
 def scaled_lr(cfg: OptimConfig) -> float:
@@ -63,12 +69,10 @@ def scaled_lr(cfg: OptimConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, lars=cfg.name == "lars")
     lr = scaled_lr(cfg)
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta)
-    for g in groups:
-        g.pop("lars")
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)

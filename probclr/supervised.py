@@ -27,7 +27,7 @@ from probclr.evaluate import check_fractions_possible, num_classes_of
 from probclr.fractions import label_subset
 from probclr.io import atomic_write_json
 from probclr.metrics import score
-from probclr.optim import lr_at, param_groups
+from probclr.optim import lr_at, param_groups, set_lr
 from probclr.provenance import provenance
 from probclr.results import ResultRow, save_results
 
@@ -52,15 +52,8 @@ def train_classifier(
     bs = max(2, min(s.batch_size, n))
     steps = min(s.steps, s.max_epochs * math.ceil(n / bs))
     model = model.to(device).to(memory_format=torch.channels_last)
-    groups = param_groups(model.encoder, s.weight_decay)
-    for g in groups:
-        g.pop("lars")
-        g["lr_scale"] = encoder_lr_scale
-    head = param_groups(model.fc, s.weight_decay)
-    for g in head:
-        g.pop("lars")
-        g["lr_scale"] = 1.0
-    opt = torch.optim.SGD(groups + head, lr=0.0, momentum=0.9, nesterov=True)
+    groups = param_groups(model.encoder, s.weight_decay, lr_scale=encoder_lr_scale) + param_groups(model.fc, s.weight_decay)
+    opt = torch.optim.SGD(groups, lr=0.0, momentum=0.9, nesterov=True)
     base = s.lr * bs / 256
     warmup = min(100, steps // 10)
     gen = make_generator(device, seed)
@@ -68,8 +61,7 @@ def train_classifier(
     model.train()
     perm, pos = torch.randperm(n, generator=gen, device=device), 0
     for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, warmup, base) * g["lr_scale"]
+        set_lr(opt, lr_at(step, steps, warmup, base))
         if pos + bs > n:
             perm, pos = torch.randperm(n, generator=gen, device=device), 0
         idx = perm[pos : pos + bs]
