@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU protocol of BENCHMARKS.md: SimCLR (small ConvNet) on all 50,000 CIFAR-10 training images for a
 # fixed budget, linear probe / kNN at 1 %, 10 %, 100 % labels (3 label subsets each), a random encoder
-# under the same probes, and the supervised baseline on the same label subsets.
+# under the same probes, the supervised baseline on the same label subsets, and SimCLR with --new-loss.
 #   PROBCLR_DATA_DIR=../shared/data bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
 set -euo pipefail
 out=${1:-runs/protocol}; shift || true
@@ -19,6 +19,16 @@ simclr() {
     probclr evaluate --run "$out/simclr-s$s" | tee -a "$out/protocol.log"
   fi
 }
+newloss() {
+  s=$1
+  if [ ! -f "$out/prob-s$s/eval/last/results.json" ]; then
+    log "pretrain --new-loss seed $s"
+    resume=""; [ -f "$out/prob-s$s/checkpoints/last.pt" ] && resume=--resume
+    probclr pretrain --config $cfg --new-loss --seed "$s" --out "$out/prob-s$s" $resume 2>/dev/null | tee -a "$out/protocol.log"
+    log "evaluate --new-loss seed $s"
+    probclr evaluate --run "$out/prob-s$s" --method simclr-new-loss | tee -a "$out/protocol.log"
+  fi
+}
 first=${seeds%% *}
 simclr "$first"
 if [ ! -f "$out/random/eval/last/results.json" ]; then
@@ -29,4 +39,5 @@ fi
 log "supervised"
 probclr supervised --config $cfg --seeds 2 --out "$out/supervised" | tee -a "$out/protocol.log"
 for s in $seeds; do simclr "$s"; done
+for s in $seeds; do newloss "$s"; done
 log "done"

@@ -68,6 +68,7 @@ class LossConfig:
     samples: int = 8  # mc_infonce: Monte-Carlo draws of every embedding per step
     kappa_min: float = 1.0  # mc_infonce: bounds of the head's concentration
     kappa_max: float = 1.0e4
+    kl_weight: float = 0.0  # mc_infonce: beta of the KL(q || uniform) bottleneck; 0 = plain MCInfoNCE
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,7 @@ def validate(cfg: Config) -> None:
     if cfg.model.proj_hidden is not None:
         _check(cfg.model.proj_hidden >= 1, f"model.proj_hidden must be >= 1, got {cfg.model.proj_hidden}")
     _check(cfg.loss.samples >= 1, f"loss.samples must be >= 1, got {cfg.loss.samples}")
+    _check(cfg.loss.kl_weight >= 0, f"loss.kl_weight must be >= 0, got {cfg.loss.kl_weight}")
     _check(0 < cfg.loss.kappa_min < cfg.loss.kappa_max,
            f"loss.kappa_min and kappa_max must satisfy 0 < min < max, got {cfg.loss.kappa_min}, {cfg.loss.kappa_max}")
     _check(cfg.loss.temperature > 0, f"loss.temperature must be > 0, got {cfg.loss.temperature}")

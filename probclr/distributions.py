@@ -59,6 +59,11 @@ class _Spherical(Distribution):
     def mean(self) -> Tensor:
         return self.loc * self.mean_resultant_length().unsqueeze(-1)
 
+    def kl_to_uniform(self) -> Tensor:
+        """KL(self || Uniform(S^{d-1})) = log |S^{d-1}| - H(self), with |S^{d-1}| = 2 pi^{d/2} / Gamma(d/2)."""
+        log_area = math.log(2) + self.dim / 2 * math.log(math.pi) - math.lgamma(self.dim / 2)
+        return log_area - self.entropy()
+
 
 class VonMisesFisher(_Spherical):
     has_rsample = False

@@ -23,10 +23,12 @@ from probclr.rundir import RunDir, config_from_checkpoint
 
 @torch.no_grad()
 def embed_images(model: SimCLRModel, images: Tensor, batch_size: int = 512) -> dict[str, Tensor]:
-    """uint8 (N, C, H, W) -> {'features': (N, D), 'mu': (N, P), 'kappa': (N,) if probabilistic}."""
+    """uint8 (N, C, H, W), or float in [0, 1] -> {'features': (N, D), 'mu': (N, P), 'kappa': (N,) if
+    probabilistic}."""
     feats, mus, kappas = [], [], []
+    model.eval()
     for chunk in images.split(batch_size):
-        x = chunk.float().div(255)
+        x = chunk.float().div(255) if chunk.dtype == torch.uint8 else chunk.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         h, out = model(x)

@@ -32,6 +32,7 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
 
 def mc_infonce(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
+    kl_weight: float = 0.0,
 ) -> Tensor:
     """Monte-Carlo InfoNCE likelihood (after Kirchhof et al., ICML 2023), the mean over 2N anchors.
 
@@ -57,13 +58,18 @@ def mc_infonce(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    if not kl_weight >= 0:
+        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
     mu = F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1)  # (2N, D)
     kappa = torch.cat([kappa_a, kappa_b]).float()  # (2N,)
-    z = PowerSpherical(mu, kappa).rsample(torch.Size([samples]))  # (M, 2N, D)
+    posterior = PowerSpherical(mu, kappa)
+    z = posterior.rsample(torch.Size([samples]))  # (M, 2N, D)
     logits = torch.einsum("mid,mjd->mij", z, z) / temperature  # (M, 2N, 2N)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     target = torch.arange(2 * n, device=z.device).roll(n)  # (2N,)
     log_p = torch.log_softmax(logits, dim=2).gather(2, target.view(1, -1, 1).expand(samples, -1, 1)).squeeze(2)
     log_lik = torch.logsumexp(log_p, dim=0) - math.log(samples)  # (2N,) log of the MC-averaged likelihood
-    return -log_lik.mean()
+    if kl_weight == 0:
+        return -log_lik.mean()
+    return -log_lik.mean() + kl_weight * posterior.kl_to_uniform().mean()

@@ -69,7 +69,7 @@ def contrastive_loss(out: Tensor | Embedding, cfg: Config) -> tuple[Tensor, Tens
     if isinstance(out, Embedding):
         mu_a, mu_b = out.mu.chunk(2)
         k_a, k_b = out.kappa.chunk(2)
-        loss = mc_infonce(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples)
+        loss = mc_infonce(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
         return loss, out.kappa.detach()
     z_a, z_b = out.float().chunk(2)  # (B, P) each
     return nt_xent(z_a, z_b, cfg.loss.temperature), None

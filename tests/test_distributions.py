@@ -131,3 +131,21 @@ def test_validation_uses_the_sphere_constraint():
     with pytest.raises(ValueError):
         PowerSpherical(torch.tensor([1.0, 0.0]), torch.tensor(-1.0), validate_args=True)
     assert np.isfinite(VonMisesFisher(torch.tensor([1.0, 0.0]), torch.tensor(1.0)).entropy().item())
+
+
+@pytest.mark.parametrize("family", ["vmf", "ps"])
+def test_kl_to_uniform_matches_monte_carlo(family):
+    import math
+
+    from probclr.distributions import PowerSpherical, VonMisesFisher
+
+    d = 5
+    loc = torch.nn.functional.normalize(torch.randn(3, d, dtype=torch.float64), dim=1)
+    kappa = torch.tensor([0.5, 5.0, 50.0], dtype=torch.float64)
+    dist = (VonMisesFisher if family == "vmf" else PowerSpherical)(loc, kappa)
+    torch.manual_seed(0)
+    z = dist.sample(torch.Size([20000]))
+    log_area = math.log(2) + d / 2 * math.log(math.pi) - math.lgamma(d / 2)
+    mc = (dist.log_prob(z) + log_area).mean(0)  # E_q[log q - log u]
+    torch.testing.assert_close(dist.kl_to_uniform(), mc, atol=0.03, rtol=0.02)
+    assert (dist.kl_to_uniform() >= 0).all()

@@ -134,3 +134,18 @@ def test_probabilistic_head_bounds_kappa():
     assert (e.kappa >= 2.0 - 1e-4).all() and (e.kappa <= 50.0 + 1e-3).all()
     with pytest.raises(ValueError, match="kappa_min"):
         ProbabilisticHead(4, 4, 4, kappa_min=5.0, kappa_max=1.0)
+
+
+def test_mc_infonce_kl_weight_penalises_concentration():
+    from probclr.losses import mc_infonce
+
+    torch.manual_seed(0)
+    mu_a, mu_b = _unit(8, 16, 0), _unit(8, 16, 0)  # perfect pairs: without the prior, kappa only gains
+    k = torch.full((8,), 1e4, requires_grad=True)
+    mc_infonce(mu_a, k, mu_b, k, 0.2, 8).backward()
+    assert (k.grad <= 0).all()  # descending the loss raises kappa
+    k.grad = None
+    mc_infonce(mu_a, k, mu_b, k, 0.2, 8, kl_weight=0.1).backward()
+    assert (k.grad > 0).all()  # with the bottleneck, very large kappa is pushed back
+    with pytest.raises(ValueError, match="kl_weight"):
+        mc_infonce(mu_a, k, mu_b, k, 0.2, 8, kl_weight=-1.0)

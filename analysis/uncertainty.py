@@ -1,0 +1,108 @@
+"""How well a certainty score predicts errors and tracks ambiguity: AUROC, risk-coverage / AURC, Spearman.
+
+Convention: a *certainty* score is larger when the model is more sure (kappa, max-softmax, -entropy).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats
+from torch import Tensor
+
+
+def _np(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().double().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
+
+
+def auroc(scores: Tensor | np.ndarray, positive: Tensor | np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U / (n+ n-)).
+
+    For misclassification detection pass ``scores = -certainty`` and ``positive = is_error``.
+    """
+    s, y = _np(scores), _np(positive).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUROC needs both classes, got {n_pos} positives and {n_neg} negatives")
+    ranks = stats.rankdata(s)  # average ranks for ties
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class RiskCoverage(NamedTuple):
+    coverage: np.ndarray  # (N,) fraction of samples kept, most certain first
+    risk: np.ndarray  # (N,) error rate among the kept samples
+    aurc: float  # mean risk over coverages 1/N..1 (Geifman et al. 2019); lower is better
+
+
+def risk_coverage(certainty: Tensor | np.ndarray, error: Tensor | np.ndarray) -> RiskCoverage:
+    """Keep the k most certain samples for k = 1..N; ties broken by a stable sort (order of input)."""
+    c, e = _np(certainty), _np(error)
+    order = np.argsort(-c, kind="stable")
+    cum_err = np.cumsum(e[order])
+    k = np.arange(1, len(c) + 1)
+    risk = cum_err / k
+    return RiskCoverage(k / len(c), risk, float(risk.mean()))
+
+
+class Correlation(NamedTuple):
+    rho: float  # Spearman rank correlation
+    low: float  # 95 % bootstrap percentile interval
+    high: float
+    n: int  # number of (score, target) pairs
+
+
+def spearman_ci(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, groups: Tensor | np.ndarray | None = None,
+    boots: int = 200, seed: int = 0,
+) -> Correlation:
+    """Spearman's rho of x and y with a 95 % bootstrap interval.
+
+    ``groups`` (e.g. the image index when each image appears at several severities) makes it a cluster
+    bootstrap: whole groups are resampled, since pairs within a group are not independent.
+    """
+    a, b = _np(x), _np(y)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
+        raise ValueError(f"need two 1-D arrays of equal length >= 3, got shapes {a.shape} and {b.shape}")
+    rho = float(stats.spearmanr(a, b).statistic)
+    rng = np.random.default_rng(seed)
+    ra, rb = stats.rankdata(a), stats.rankdata(b)  # ranks once; resampled ranks re-ranked below
+    if groups is None:
+        idx_all = rng.integers(0, len(a), (boots, len(a)))
+    else:
+        g = _np(groups).astype(np.int64)
+        uniq, inv = np.unique(g, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        counts = np.bincount(inv)
+        if not (counts == counts[0]).all():
+            raise ValueError("cluster bootstrap needs groups of equal size")
+        by_group = order.reshape(len(uniq), counts[0])  # (G, m) indices per group
+        chosen = rng.integers(0, len(uniq), (boots, len(uniq)))
+        idx_all = by_group[chosen].reshape(boots, -1)
+    reps = np.empty(boots)
+    for r in range(boots):
+        idx = idx_all[r]
+        reps[r] = np.corrcoef(stats.rankdata(ra[idx]), stats.rankdata(rb[idx]))[0, 1]
+    low, high = np.nanpercentile(reps, [2.5, 97.5])
+    return Correlation(rho, float(low), float(high), len(a))
+
+
+def entropy(probs: Tensor) -> Tensor:
+    """(N, C) -> (N,) predictive entropy in nats."""
+    p = probs.double().clamp_min(1e-12)
+    return -(p * p.log()).sum(dim=1)
+
+
+def misclassification_auroc(certainty: Tensor, probs: Tensor, labels: Tensor) -> float:
+    """AUROC of *low* certainty for detecting the probe's errors (0.5 = chance, 1 = oracle)."""
+    error = probs.argmax(dim=1).cpu() != labels.cpu()
+    return auroc(-certainty.double().cpu(), error)
+
+
+def baseline_certainties(probs: Tensor) -> dict[str, Tensor]:
+    """Certainty scores every probe has: max-softmax and negative entropy."""
+    return {"max_softmax": probs.max(dim=1).values.double(), "neg_entropy": -entropy(probs)}
+
+
+__all__ = ["auroc", "risk_coverage", "spearman_ci", "entropy", "misclassification_auroc", "baseline_certainties",
+           "RiskCoverage", "Correlation"]
