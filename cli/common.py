@@ -57,16 +57,21 @@ def command_line(ctx: typer.Context | None = None) -> list[str]:
     """The command as typed, rebuilt from the parsed parameters (canonical, so it can be re-run)."""
     if ctx is None:
         return ["probclr", *sys.argv[1:]]
+    import shlex
+
     parts = ["probclr", *ctx.command_path.split()[1:]]
+    positional = {p.name for p in ctx.command.params if getattr(p, "param_type_name", "") == "argument"}
     for name, value in ctx.params.items():
         flag = "--" + name.rstrip("_").replace("_", "-")
         if value is None or value is False or value == []:
             continue
-        if value is True:
+        if name in positional:
+            parts += [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+        elif value is True:
             parts.append(flag)
         elif isinstance(value, list | tuple):
             for v in value:
                 parts += [flag, str(v)]
         else:
             parts += [flag, str(value)]
-    return parts
+    return [shlex.quote(p) for p in parts]

@@ -138,6 +138,43 @@ def embed(
     typer.echo(f"embeddings: {path}")
 
 
+@app.command()
+@user_errors
+def analyze(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Option(help="run directory with embeddings (`probclr embed --run RUN`)")],
+    seeds: SeedsOpt = None,
+    cifar10h: Annotated[Path | None, typer.Option(help="CIFAR-10H cifar10h-probs.npy, for human-label agreement")] = None,
+    cifar10h_order: Annotated[Path | None, typer.Option(help=".npy: the CIFAR-10H row of every test image")] = None,
+    ambiguity_images: Annotated[int, typer.Option(min=3, help="test images for the crop / corruption study")] = 10000,
+    map_points: Annotated[int, typer.Option(min=10, help="test points in the t-SNE / UMAP maps")] = 2000,
+    bayes_steps: Annotated[int, typer.Option(min=1, help="SVI steps of the Bayesian probe")] = 1000,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
+    from analysis.analyze import analyze_run
+
+    out = analyze_run(run, command_line(ctx), str(cifar10h) if cifar10h else None,
+                      str(cifar10h_order) if cifar10h_order else None, seeds, ambiguity_images, map_points,
+                      bayes_steps, str(data_dir) if data_dir else None)
+    typer.echo(f"analysis: {out} (tables *.csv, figures/, analysis.json)")
+
+
+@app.command()
+@user_errors
+def report(
+    ctx: typer.Context,
+    runs: Annotated[list[Path], typer.Argument(help="run directories (pretrain or supervised) to compare")],
+    out: Annotated[Path, typer.Option(help="output directory for report.html and summary.md")] = Path("report"),
+    title: Annotated[str, typer.Option(help="report title")] = "probclr report",
+) -> None:
+    """One self-contained HTML report and a Markdown summary comparing runs side by side."""
+    from analysis.report import write_report
+
+    html_path, md_path = write_report(runs, out, " ".join(command_line(ctx)), title)
+    typer.echo(f"report: {html_path}\nsummary: {md_path}")
+
+
 def _repo_config(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / "configs" / name
 

@@ -117,9 +117,18 @@ def _split_folders(root: Path, size: int | None) -> Splits:
     return Splits(pretrain=train, train=train, test=test)
 
 
-def cifar10(cfg: DataConfig) -> Splits:
+def _cifar10_batches(cfg: DataConfig) -> tuple[Path, Path]:
     root = _data_dir(cfg, "cifar10-jpeg")
-    batches = root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+    return root, root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+
+
+def cifar10_test_in_original_order(cfg: DataConfig) -> bool:
+    """True when ``cifar10`` reads torchvision's python batches, whose test batch is the original order."""
+    return cfg.dataset == "cifar10" and _cifar10_batches(cfg)[1].is_dir()
+
+
+def cifar10(cfg: DataConfig) -> Splits:
+    root, batches = _cifar10_batches(cfg)
     if batches.is_dir():
         return cached(cfg, "cifar10-batches", batches, lambda: _read_cifar_batches(batches))
     if (root / "train").is_dir() and (root / "test").is_dir():

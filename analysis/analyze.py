@@ -1,0 +1,178 @@
+"""`probclr analyze`: calibration across label fractions, uncertainty quality, certainty vs ambiguity,
+human-label agreement and embedding maps of one run, written to ``RUN/analysis/``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from analysis import figures
+from analysis.ambiguity import ambiguity_analysis
+from analysis.bayes_probe import BayesianProbe
+from analysis.calibration import heldout_temperature, reliability
+from analysis.embedding_maps import embedding_map, umap_available
+from analysis.human_labels import align, human_entropy, load_cifar10h
+from analysis.uncertainty import auroc, baseline_certainties, risk_coverage, spearman_ci
+from probclr.checkpoint import file_digest, load_checkpoint
+from probclr.config import Config
+from probclr.datasets import cifar10_test_in_original_order, load_splits
+from probclr.errors import ProbclrError
+from probclr.features import load_model
+from probclr.fractions import label_subset
+from probclr.io import atomic_write_json, atomic_write_text
+from probclr.metrics import score
+from probclr.probes import knn_probs, train_linear_probe
+from probclr.provenance import provenance
+from probclr.rundir import RunDir, config_from_checkpoint
+
+
+def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
+    path = run.root / "embeddings" / f"{checkpoint.stem}.pt"
+    if not path.is_file():
+        raise ProbclrError(
+            f"run {str(run.root)!r} has no embeddings ({str(path)!r}); make them with `probclr embed --run {run.root}`"
+        )
+    emb = torch.load(path, map_location="cpu", weights_only=True)
+    if emb.get("checkpoint_sha256") != file_digest(checkpoint):
+        raise ProbclrError(f"{str(path)!r} was made from another checkpoint; re-run `probclr embed --run {run.root}`")
+    return emb
+
+
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+def probe_analysis(
+    emb: dict[str, Any], cfg: Config, seeds: int, bayes_steps: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Tensor]]:
+    """Per fraction and label seed: plain / temperature-scaled / Bayesian linear probe scores on the test set,
+    reliability data (seed 0), and the misclassification AUROC / AURC of every certainty score."""
+    tx, ty, vx, vy = emb["train.features"], emb["train.labels"], emb["test.features"], emb["test.labels"]
+    num_classes = len(emb["classes"])
+    ev = cfg.eval
+    cal, rel, unc = [], [], []
+    probe_for_ambiguity: dict[str, Tensor] = {}
+    for fraction in ev.fractions:
+        # at 100 % every seed draws the same labeled set: one probe, not `seeds` copies of it
+        for seed in range(seeds if fraction < 1 else 1):
+            idx = label_subset(ty, fraction, seed)
+            x, y = tx[idx], ty[idx]
+            t0 = time.perf_counter()
+            probe = train_linear_probe(x, y, num_classes, ev.weight_decays, ev.holdout, seed, ev.max_iter)
+            temp = heldout_temperature(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)
+            t1 = time.perf_counter()
+            bayes = BayesianProbe(x, y, num_classes, probe, steps=bayes_steps, seed=seed)
+            t2 = time.perf_counter()
+            logits = probe.logits(vx.float())
+            variants = {"linear": torch.softmax(logits, 1), "linear + temperature": torch.softmax(logits / temp, 1),
+                        "Bayesian linear (Pyro SVI)": bayes.probs(vx, seed=seed)}
+            for name, probs in variants.items():
+                s = score(probs, vy)
+                cal.append({"probe": name, "fraction": fraction, "seed": seed, "labels": int(idx.numel()),
+                            "accuracy": s.accuracy, "nll": s.nll, "ece": s.ece, "brier": s.brier,
+                            "temperature": temp if "temperature" in name else float("nan"),
+                            "fit_s": (t1 - t0) if name != "Bayesian linear (Pyro SVI)" else t2 - t1})
+                if seed == 0:
+                    r = reliability(probs, vy)
+                    r["probe"], r["fraction"] = name, fraction
+                    rel.append(r)
+            probs = variants["linear"]
+            error = (probs.argmax(1) != vy).numpy()
+            scores = dict(baseline_certainties(probs))
+            scores["feature_norm"] = vx.double().norm(dim=1)
+            knn = knn_probs(x, y, vx, num_classes, ev.knn_k, ev.knn_temperature)
+            scores["knn_agreement"] = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
+            if "test.kappa" in emb:
+                scores = {"kappa": emb["test.kappa"].double(), **scores}
+            for name, c in scores.items():
+                unc.append({"score": name, "fraction": fraction, "seed": seed, "error_rate": float(error.mean()),
+                            "auroc": auroc(-c, error), "aurc": risk_coverage(c, error).aurc})
+            if seed == 0 and fraction == max(ev.fractions):
+                probe_for_ambiguity = {"weight": probe.weight, "bias": probe.bias, "mean": probe.mean, "std": probe.std}
+    return pd.DataFrame(cal), pd.concat(rel, ignore_index=True), pd.DataFrame(unc), probe_for_ambiguity
+
+
+def analyze_run(
+    run_dir: str | Path, command: list[str], cifar10h: str | None = None, cifar10h_order: str | None = None,
+    seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000, bayes_steps: int = 1000,
+    data_dir: str | None = None,
+) -> Path:
+    """Everything of the uncertainty analysis for one run; returns ``RUN/analysis``."""
+    start = time.perf_counter()
+    run = RunDir(run_dir)
+    ckpt = run.require_checkpoint()
+    cfg = config_from_checkpoint(load_checkpoint(ckpt))
+    if data_dir is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
+    emb = load_embeddings(run, ckpt)
+    human = None
+    if cifar10h is not None:  # validate before the long work
+        human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg), cifar10h_order)
+    out = run.root / "analysis"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    cal, rel, unc, pw = probe_analysis(emb, cfg, seeds or cfg.eval.seeds, bayes_steps)
+    timings["probes_s"] = time.perf_counter() - t
+    for name, df in (("calibration", cal), ("reliability", rel), ("uncertainty", unc)):
+        _csv(df, out / f"{name}.csv")
+
+    t = time.perf_counter()
+    model = load_model(ckpt)
+    test_images = load_splits(cfg.data).test.images
+    n_amb = min(ambiguity_images, test_images.shape[0])
+    pick = torch.randperm(test_images.shape[0], generator=torch.Generator().manual_seed(0))[:n_amb]
+
+    def probe(features: Tensor) -> Tensor:
+        return torch.softmax(((features.float() - pw["mean"]) / pw["std"]) @ pw["weight"] + pw["bias"], dim=1)
+
+    amb = ambiguity_analysis(model, test_images[pick], seed=0, probe=probe)
+    _csv(amb.correlations, out / "ambiguity.csv")
+    _csv(amb.by_level, out / "ambiguity_levels.csv")
+    timings["ambiguity_s"] = time.perf_counter() - t
+
+    if human is not None:
+        target = -human_entropy(human)  # certainty should rise as humans agree more
+        rows = []
+        vx = emb["test.features"]
+        test_scores = {"feature_norm": vx.double().norm(dim=1), "max_softmax": probe(vx).max(1).values.double()}
+        if "test.kappa" in emb:
+            test_scores = {"kappa": emb["test.kappa"].double(), **test_scores}
+        for name, s in test_scores.items():
+            c = spearman_ci(s, target)
+            rows.append({"score": name, "rho": c.rho, "low": c.low, "high": c.high, "n": c.n})
+        _csv(pd.DataFrame(rows), out / "human_agreement.csv")
+
+    t = time.perf_counter()
+    gen = torch.Generator().manual_seed(0)
+    sel = torch.randperm(emb["test.features"].shape[0], generator=gen)[:map_points]
+    maps = []
+    for method in ["tsne"] + (["umap"] if umap_available() else []):
+        xy = embedding_map(emb["test.features"][sel], method)
+        df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
+                           "class": [emb["classes"][i] for i in emb["test.labels"][sel].tolist()]})
+        if "test.kappa" in emb:
+            df["kappa"] = emb["test.kappa"][sel].numpy()
+        maps.append(df)
+    _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
+    timings["maps_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    figures.analysis_figures(out)
+    timings["figures_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - start
+    atomic_write_json(out / "analysis.json", {
+        "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb["checkpoint_sha256"],
+        "loss": cfg.loss.name, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
+        "ambiguity_images": n_amb, "map_points": int(sel.numel()), "bayes_steps": bayes_steps,
+        "cifar10h": cifar10h, "timings": timings, "provenance": provenance(torch.device("cpu"), command),
+    })
+    return out

@@ -1,0 +1,215 @@
+"""`probclr report RUN [RUN ...]`: one self-contained HTML report (figures embedded) and a Markdown summary
+comparing runs side by side, with the command, config and seeds behind every number."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.plots import accuracy_vs_fraction
+from probclr.errors import ProbclrError
+from probclr.io import atomic_write_text
+from probclr.results import ResultRow, load_rows
+
+FIGURES = [("reliability.png", "Reliability diagrams (label-subset seed 0)"),
+           ("calibration.png", "ECE and NLL across label fractions"),
+           ("uncertainty.png", "Misclassification AUROC of each certainty score"),
+           ("ambiguity.png", "Certainty against crop area and CIFAR-10-C-style corruption severity"),
+           ("embedding_map.png", "Embedding map of test images")]
+
+
+class RunInfo:
+    """What a run directory holds for the report: evaluation rows, analysis tables, provenance."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        if not root.is_dir():
+            raise ProbclrError(f"run directory {str(root)!r} does not exist")
+        results = [p for p in (root / "eval" / "last" / "results.json", root / "results.json") if p.is_file()]
+        self.results = results[0] if results else None
+        self.analysis = root / "analysis" if (root / "analysis" / "analysis.json").is_file() else None
+        if self.results is None and self.analysis is None:
+            raise ProbclrError(
+                f"{str(root)!r} has neither evaluation results nor an analysis: run `probclr evaluate --run {root}`"
+                f" and/or `probclr analyze --run {root}` first"
+            )
+        self.meta: dict[str, Any] = json.loads(self.results.read_text()) if self.results else {}
+        self.rows: list[ResultRow] = load_rows(self.results) if self.results else []
+        self.name = root.name
+        prov = root / "provenance.json"
+        self.command = json.loads(prov.read_text()).get("command", "") if prov.is_file() else ""
+        self.analysis_meta = json.loads((self.analysis / "analysis.json").read_text()) if self.analysis else {}
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        if self.analysis is None or not (self.analysis / f"{name}.csv").is_file():
+            return None
+        return pd.read_csv(self.analysis / f"{name}.csv")
+
+
+def _pm(series: pd.Series, scale: float = 1.0, digits: int = 1) -> str:
+    m, s = series.mean() * scale, series.std() * scale
+    return f"{m:.{digits}f}" if len(series) < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def accuracy_table(runs: list[RunInfo]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        for row in r.rows:
+            rows.append({"run": r.name, "method": row.method, "probe": row.probe, "fraction": row.fraction,
+                         "accuracy": row.accuracy})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    g = df.groupby(["run", "method", "probe", "fraction"])["accuracy"].apply(lambda s: _pm(s, 100)).reset_index()
+    t = g.pivot(index=["run", "method", "probe"], columns="fraction", values="accuracy")
+    t.columns = [f"{100 * c:g} % labels" for c in t.columns]
+    return t.reset_index()
+
+
+def calibration_table(cal: pd.DataFrame) -> pd.DataFrame:
+    g = cal.groupby(["fraction", "probe"], sort=False)
+    out = g.agg(seeds=("seed", "nunique"), labels=("labels", "first")).reset_index()
+    for col, scale, digits, label in (("accuracy", 100, 1, "accuracy %"), ("ece", 100, 1, "ECE %"),
+                                      ("nll", 1, 3, "NLL"), ("brier", 1, 3, "Brier")):
+        out[label] = g[col].apply(lambda s, sc=scale, dg=digits: _pm(s, sc, dg)).to_numpy()
+    out["fraction"] = [f"{100 * f:g} %" for f in out["fraction"]]
+    return out
+
+
+def uncertainty_table(unc: pd.DataFrame) -> pd.DataFrame:
+    g = unc.groupby(["fraction", "score"], sort=False)
+    out = g.agg(seeds=("seed", "nunique")).reset_index()
+    out["AUROC"] = g["auroc"].apply(lambda s: _pm(s, 1, 3)).to_numpy()
+    out["AURC"] = g["aurc"].apply(lambda s: _pm(s, 1, 3)).to_numpy()
+    out["fraction"] = [f"{100 * f:g} %" for f in out["fraction"]]
+    return out
+
+
+def kappa_verdict(unc: pd.DataFrame) -> str:
+    """A plain sentence: does kappa beat every deterministic certainty score on misclassification AUROC?"""
+    if "kappa" not in set(unc["score"]):
+        return "This run has no probabilistic head (no κ); only deterministic certainty scores are compared."
+    lines = []
+    for f, d in unc.groupby("fraction"):
+        means = d.groupby("score")["auroc"].mean()
+        best_other = means.drop("kappa").idxmax()
+        k, o = means["kappa"], means[best_other]
+        verdict = "beats" if k > o else "does NOT beat"
+        lines.append(f"at {100 * f:g} % labels κ {verdict} every deterministic score on misclassification AUROC"
+                     f" (κ {k:.3f} vs best baseline {best_other} {o:.3f})")
+    return "; ".join(lines) + "."
+
+
+def ambiguity_table(amb: pd.DataFrame) -> pd.DataFrame:
+    out = amb.copy()
+    out["Spearman ρ [95 % CI]"] = [f"{r:+.3f} [{lo:+.3f}, {hi:+.3f}]" for r, lo, hi in zip(out["rho"], out["low"],
+                                                                                              out["high"], strict=True)]
+    return out[["factor", "score", "Spearman ρ [95 % CI]", "n"]]
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, classes="t", escape=True)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.7em;border-bottom:2px solid #333}h2{margin-top:2em;border-bottom:1px solid #aaa}h3{margin-bottom:.3em}
+table.t{border-collapse:collapse;font-size:.85em;margin:.6em 0}table.t th,table.t td{padding:.25em .7em;text-align:right}
+table.t th{border-bottom:1px solid #333}table.t tr:nth-child(even){background:#f4f4f4}
+img{max-width:100%;margin:.4em 0}figure.small img{max-width:620px}
+code,pre{font-size:.82em;background:#f6f6f6}pre{padding:.6em;overflow-x:auto}
+.note{color:#555;font-size:.9em}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}"""
+
+
+def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "probclr report") -> tuple[Path, Path]:
+    """Write ``out/report.html`` and ``out/summary.md``; returns their paths."""
+    if not run_dirs:
+        raise ProbclrError("report needs at least one run directory")
+    runs = [RunInfo(Path(r)) for r in run_dirs]
+    out.mkdir(parents=True, exist_ok=True)
+    h: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                    f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    md: list[str] = [f"# {title}", ""]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    h.append(f"<p class='note'>Generated {stamp} by <code>{html.escape(command)}</code>. Every number below is on"
+             " the held-out test set; temperatures and hyper-parameters were fitted on held-out labeled data only."
+             " ± is the standard deviation over label-subset seeds.</p>")
+    md += [f"Generated {stamp} by `{command}`. Test-set numbers; ± = std over label-subset seeds.", ""]
+
+    acc = accuracy_table(runs)
+    if not acc.empty:
+        all_rows = [r for run in runs for r in run.rows]
+        fig = accuracy_vs_fraction(all_rows, out / "accuracy_vs_fraction.png", "test accuracy vs labels")
+        h += ["<h2>1. Accuracy across label fractions</h2>", _html_table(acc),
+              f"<figure class='small'>{_img(fig)}<figcaption>Test accuracy (mean ± sd over label subsets)."
+              "</figcaption></figure>"]
+        md += ["## 1. Accuracy across label fractions", "", _md_table(acc), ""]
+
+    for i, run in enumerate(runs, start=2):
+        h.append(f"<h2>{i}. Run <code>{html.escape(run.name)}</code></h2>")
+        md += [f"## {i}. Run `{run.name}`", ""]
+        cal, unc, amb, hum = (run.table(n) for n in ("calibration", "uncertainty", "ambiguity", "human_agreement"))
+        if run.analysis is None:
+            h.append(f"<p class='note'>No analysis: run <code>probclr embed --run {html.escape(str(run.root))}</code>"
+                     f" and <code>probclr analyze --run {html.escape(str(run.root))}</code>.</p>")
+            md += [f"No analysis (run `probclr embed` and `probclr analyze --run {run.root}`).", ""]
+        if cal is not None:
+            t = calibration_table(cal)
+            h += ["<h3>Calibration across label fractions</h3>", _html_table(t)]
+            md += ["### Calibration", "", _md_table(t), ""]
+        if unc is not None:
+            t, verdict = uncertainty_table(unc), kappa_verdict(unc)
+            h += ["<h3>Uncertainty quality (misclassification of the linear probe)</h3>",
+                  f"<p>{html.escape(verdict)}</p>", _html_table(t)]
+            md += ["### Uncertainty quality", "", verdict, "", _md_table(t), ""]
+        if amb is not None:
+            t = ambiguity_table(amb)
+            h += ["<h3>Certainty vs ambiguity</h3><p class='note'>Expected: ρ > 0 with crop area, ρ < 0 with"
+                  " corruption severity. CIFAR-10-C-style corruptions (seeded re-implementation, not CIFAR-10-C);"
+                  " intervals are cluster-bootstrap over images.</p>", _html_table(t)]
+            md += ["### Certainty vs ambiguity (ρ > 0 with crop area and < 0 with severity expected)", "",
+                   _md_table(t), ""]
+        if hum is not None:
+            h += ["<h3>Agreement with human uncertainty (CIFAR-10H)</h3>", _html_table(hum)]
+            md += ["### Agreement with CIFAR-10H (Spearman with −human entropy)", "", _md_table(hum), ""]
+        if run.analysis is not None:
+            for fname, caption in FIGURES:
+                p = run.analysis / "figures" / fname
+                if p.is_file():
+                    h.append(f"<figure>{_img(p)}<figcaption>{html.escape(caption)}.</figcaption></figure>")
+        h.append("<h3>Reproduce</h3><pre>")
+        md += ["### Reproduce", "", "```"]
+        cmds = [run.command, run.meta.get("provenance", {}).get("command", ""),
+                run.analysis_meta.get("provenance", {}).get("command", "")]
+        for c in [c for c in cmds if c]:
+            h.append(html.escape(c))
+            md.append(c)
+        h.append("</pre>")
+        md += ["```", ""]
+        sha = run.meta.get("provenance", {}).get("git_sha") or run.analysis_meta.get("provenance", {}).get("git_sha")
+        cfg = run.meta.get("run_config") or {}
+        h.append(f"<p class='note'>git {html.escape(str(sha))}; checkpoint sha256 "
+                 f"{html.escape(str(run.meta.get('checkpoint_sha256') or run.analysis_meta.get('checkpoint_sha256')))};"
+                 f" config: <code>{html.escape(json.dumps(cfg, sort_keys=True)[:1500])}</code></p>")
+    h.append("</body></html>")
+    html_path, md_path = out / "report.html", out / "summary.md"
+    atomic_write_text(html_path, "\n".join(h))
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    return html_path, md_path

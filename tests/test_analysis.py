@@ -1,0 +1,126 @@
+"""The analysis pipeline and report end to end on a tiny --new-loss run of the embedded digits."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+TINY = ["--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16",
+        "--set", "loss.samples=2", "--set", "eval.fractions=[0.1, 1.0]"]
+FAST = ["--seeds", "2", "--ambiguity-images", "60", "--map-points", "80", "--bayes-steps", "20"]
+
+
+def ok(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+def bad(args, match):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert match in res.output and "Traceback" not in res.output, res.output
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    run = tmp_path_factory.mktemp("an") / "prob"
+    ok(["pretrain", "--new-loss", "--epochs", "1", "--batch-size", "64", "--out", str(run), *TINY])
+    bad(["analyze", "--run", str(run), *FAST], "probclr embed --run")  # no embeddings yet: says which command
+    ok(["embed", "--run", str(run)])
+    ok(["evaluate", "--run", str(run), "--seeds", "1", "--probe", "linear"])
+    ok(["analyze", "--run", str(run), *FAST])
+    return run
+
+
+def test_analysis_tables_and_figures(analysed):
+    a = analysed / "analysis"
+    cal = np.genfromtxt(a / "calibration.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    probes = set(cal["probe"])
+    assert probes == {"linear", "linear + temperature", "Bayesian linear (Pyro SVI)"}
+    assert set(cal["fraction"]) == {0.1, 1.0}
+    assert ((cal["ece"] >= 0) & (cal["ece"] <= 1)).all()
+    unc = (a / "uncertainty.csv").read_text()
+    for score in ("kappa", "max_softmax", "neg_entropy", "feature_norm", "knn_agreement"):
+        assert score in unc
+    amb = (a / "ambiguity.csv").read_text()
+    for factor in ("crop area", "gaussian_noise", "gaussian_blur", "contrast"):
+        assert factor in amb
+    for fig in ("reliability", "calibration", "uncertainty", "ambiguity", "embedding_map"):
+        assert (a / "figures" / f"{fig}.png").stat().st_size > 1000
+    meta = json.loads((a / "analysis.json").read_text())
+    assert meta["provenance"]["command"].startswith("probclr analyze") and meta["timings"]["total_s"] > 0
+
+
+def test_report_renders_every_section(analysed, tmp_path):
+    ok(["report", str(analysed), "--out", str(tmp_path / "rep"), "--title", "tiny report"])
+    page = (tmp_path / "rep" / "report.html").read_text()
+    for section in ("Accuracy across label fractions", "Calibration across label fractions", "Uncertainty quality",
+                    "Certainty vs ambiguity", "Reproduce", "probclr pretrain", "probclr analyze"):
+        assert section in page, section
+    assert page.count("data:image/png;base64,") >= 6  # self-contained: every figure embedded
+    assert "every deterministic score on misclassification AUROC" in page
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert md.startswith("# tiny report") and "| fraction |" in md
+
+
+def test_report_and_analyze_bad_input(analysed, tmp_path):
+    bad(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r")], "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad(["report", str(empty), "--out", str(tmp_path / "r")], "probclr evaluate --run")
+    wrong = tmp_path / "h.npy"
+    np.save(wrong, np.full((10, 10), 0.1))
+    bad(["analyze", "--run", str(analysed), "--cifar10h", str(wrong), *FAST], "has shape (10, 10), expected (10000, 10)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bayesian_probe_leaves_map_probe_untouched_and_is_calibrated_on_synthetic():
+    from analysis.bayes_probe import BayesianProbe
+    from probclr.metrics import score
+    from probclr.probes import train_linear_probe
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=gen)
+    x = torch.randn(300, 5, generator=gen) + torch.nn.functional.one_hot(y, 5).float()[:, :5] * 1.5
+    probe = train_linear_probe(x, y, 3, (1e-3, 1e-2), 0.2, 0)
+    before = probe.weight.clone()
+    bp = BayesianProbe(x, y, 3, probe, steps=200, seed=0)
+    assert torch.equal(probe.weight, before)  # SVI must not write into the MAP probe's tensors
+    yt = torch.randint(0, 3, (2000,), generator=gen)
+    xt = torch.randn(2000, 5, generator=gen) + torch.nn.functional.one_hot(yt, 5).float()[:, :5] * 1.5
+    s_map, s_bayes = score(probe.probs(xt), yt), score(bp.probs(xt), yt)
+    assert abs(s_bayes.accuracy - s_map.accuracy) < 0.03 and s_bayes.ece < 0.08
+    assert (bp.scale[0] > 0).all()
+
+
+def test_temperature_recovers_a_known_temperature():
+    from analysis.calibration import fit_temperature, reliability
+    from probclr.metrics import ece
+
+    gen = torch.Generator().manual_seed(0)
+    true_logits = 2 * torch.randn(20000, 4, generator=gen)
+    labels = torch.distributions.Categorical(logits=true_logits).sample()
+    assert fit_temperature(true_logits * 3, labels) == pytest.approx(3.0, rel=0.05)
+    probs = torch.softmax(true_logits, 1)  # perfectly calibrated by construction
+    assert ece(probs, labels) < 0.02
+    rel = reliability(probs, labels)
+    n = rel["count"].sum()
+    manual = float(np.nansum(rel["count"] / n * (rel["accuracy"] - rel["confidence"]).abs()))
+    assert manual == pytest.approx(ece(probs, labels), abs=1e-9)
+
+
+def test_ece_matches_torchmetrics_if_installed():
+    tm = pytest.importorskip("torchmetrics")
+    from probclr.metrics import ece
+
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.softmax(3 * torch.randn(500, 10, generator=gen), 1)
+    labels = torch.randint(0, 10, (500,), generator=gen)
+    ref = tm.functional.classification.multiclass_calibration_error(probs, labels, num_classes=10, n_bins=15)
+    assert ece(probs, labels) == pytest.approx(float(ref), abs=1e-6)
