@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import assemble_config, command_line, user_errors
+from cli.common import assemble_config, command_line, fail, user_errors
 from cli.progress import ProgressBar
 
 app = typer.Typer(
@@ -173,6 +173,43 @@ def report(
 
     html_path, md_path = write_report(runs, out, " ".join(command_line(ctx)), title)
     typer.echo(f"report: {html_path}\nsummary: {md_path}")
+
+
+sweep_app = typer.Typer(help="Grids of runs over config keys and seeds: `sweep --config` runs, `sweep report` sums up.",
+                        invoke_without_command=True, no_args_is_help=False)
+app.add_typer(sweep_app, name="sweep")
+
+
+@sweep_app.callback()
+@user_errors
+def sweep(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="sweep YAML (see configs/sweeps/)")] = None,
+    out: Annotated[Path | None, typer.Option(help="sweep directory (default runs/sweeps/NAME)")] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help="points at once (default: the sweep's, 1 on 2 cores)")] = None,
+) -> None:
+    """Run every unfinished point of a sweep (resumable: finished points are never retrained)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        fail("sweep needs --config SWEEP.yaml (see configs/sweeps/), or the subcommand `report SWEEP_DIR`")
+    from probclr.sweep import load_spec, run_sweep
+
+    assert config is not None
+    target = out or Path("runs") / "sweeps" / load_spec(config).name
+    records = run_sweep(config, target, command_line(ctx), jobs, log=lambda s: typer.echo(s, err=True))
+    typer.echo(f"sweep: {len(records)} points finished in {target}; summarise with `probclr sweep report {target}`")
+
+
+@sweep_app.command("report")
+@user_errors
+def sweep_report_cmd(sweep_dir: Annotated[Path, typer.Argument(help="a sweep directory")]) -> None:
+    """One table and one figure for a sweep (mean ± std over seeds)."""
+    from analysis.sweep_report import sweep_report
+
+    csv, md, fig = sweep_report(sweep_dir)
+    typer.echo(md.read_text())
+    typer.echo(f"table: {csv}\nfigure: {fig}")
 
 
 def _repo_config(name: str) -> Path:

@@ -1,0 +1,113 @@
+"""`probclr sweep report SWEEP_DIR`: one table (pandas) and one figure (seaborn) per sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis.figures import _save  # noqa: E402
+from probclr.errors import ProbclrError  # noqa: E402
+from probclr.io import atomic_write_text  # noqa: E402
+
+
+def sweep_frame(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """Long table: one line per (point, checkpoint epoch, probe, fraction, label seed) of finished points."""
+    meta_path = sweep_dir / "sweep.json"
+    if not meta_path.is_file():
+        raise ProbclrError(f"{str(sweep_dir)!r} is not a sweep directory (no sweep.json); run `probclr sweep` first")
+    meta = json.loads(meta_path.read_text())
+    records = []
+    for name in meta["points"]:
+        done = sweep_dir / "points" / name / "done.json"
+        if done.is_file():
+            rec = json.loads(done.read_text())
+            for row in rec["rows"]:
+                records.append({**{k.split(".")[-1]: v for k, v in rec["params"].items()}, "point": name,
+                                "point_seed": rec["seed"],
+                                "kind": rec["kind"], "wall_s": rec["wall_s"], **row})
+    if not records:
+        raise ProbclrError(f"sweep {str(sweep_dir)!r} has no finished point yet")
+    df = pd.DataFrame(records)
+    for col in df.columns:  # list-valued parameters (e.g. a crop scale) become hashable labels
+        if df[col].map(lambda v: isinstance(v, list)).any():
+            df[col] = df[col].map(str)
+    return df, meta
+
+
+def _params(df: pd.DataFrame, meta: dict) -> list[str]:
+    keys = set()
+    for p in meta["points"].values():
+        keys |= {k.split(".")[-1] for k in p["params"]}
+    return [k for k in df.columns if k in keys]
+
+
+def sweep_table(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """Accuracy and ECE (%), mean ± std over pretraining seeds (each seed first averaged over label subsets)."""
+    params = _params(df, meta)
+    keys = [*params, "method", "probe", "epoch", "fraction"]
+    df = df.assign(epoch=df["epoch"].fillna(-1))  # supervised rows have no pretraining epoch
+    per_seed = df.groupby([*keys, "point_seed"], dropna=False)[["accuracy", "ece"]].mean().reset_index()
+    g = per_seed.groupby(keys, dropna=False)
+    out = g.agg(seeds=("point_seed", "nunique")).reset_index()
+    for col in ("accuracy", "ece"):
+        m, s = g[col].mean().to_numpy() * 100, g[col].std().to_numpy() * 100
+        out[f"{col} %"] = [f"{a:.1f}" if pd.isna(b) else f"{a:.1f} ± {b:.1f}" for a, b in zip(m, s, strict=True)]
+    return out
+
+
+def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
+    sns.set_theme(style="whitegrid", context="paper")
+    study = meta["spec"]["study"]
+    params = _params(df, meta)
+    d = df.assign(**{"accuracy %": 100 * df["accuracy"], "labels": [f"{100 * f:g} %" for f in df["fraction"]]})
+    d["model"] = d["method"] + " / " + d["probe"]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if study == "epochs":
+        sns.lineplot(data=d, x="epoch", y="accuracy %", hue="labels", style="probe", marker="o", errorbar="sd", ax=ax)
+        ax.set_xlabel("pretraining epochs")
+    elif not params:
+        sns.lineplot(data=d, x="fraction", y="accuracy %", hue="model", marker="o", errorbar="sd", ax=ax)
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of labels")
+    else:
+        x = params[0] if len(params) == 1 else "point"
+        if x == "point":
+            d["point"] = d[params].astype(str).agg(", ".join, axis=1)
+        d = d[d["probe"] != "knn"] if (d["probe"] != "knn").any() else d
+        d["series"] = d["model"] + " @ " + d["labels"] + " labels"
+        sns.pointplot(data=d, x=x, y="accuracy %", hue="series", errorbar="sd", ax=ax,
+                      dodge=0.3 if d["series"].nunique() > 1 else False, linestyle="none")
+        ax.tick_params(axis="x", rotation=60)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    ax.set_title(f"{meta['spec']['name']}: test accuracy (mean ± sd)")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    return _save(fig, path)
+
+
+def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
+    """Writes ``table.csv``, ``table.md`` and ``figure.png`` into ``SWEEP/report``."""
+    sweep_dir = Path(sweep_dir)
+    df, meta = sweep_frame(sweep_dir)
+    table = sweep_table(df, meta)
+    out = sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "table.csv", table.to_csv(index=False))
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    wall = df.drop_duplicates("point")["wall_s"].sum()
+    header = [f"# sweep `{meta['spec']['name']}`", "",
+              f"Points finished: {df['point'].nunique()} of {len(meta['points'])}; wall time of finished points:"
+              f" {wall / 60:.1f} min. Reproduce: `{meta.get('command', 'probclr sweep --config CONFIG --out DIR')}`"
+              f" then `probclr sweep report {sweep_dir}`. ± = std over pretraining seeds.", ""]
+    atomic_write_text(out / "table.md", "\n".join(header + lines) + "\n")
+    fig = sweep_figure(df, meta, out / "figure.png")
+    return out / "table.csv", out / "table.md", fig

@@ -1,0 +1,238 @@
+"""Sweeps: a base run config, named variants and a grid over any config keys, times seeds.
+
+Every point is an ordinary run directory under ``SWEEP/points/``. A point is finished when its
+``done.json`` exists (written atomically, last); finished points are never retrained or overwritten, and an
+interrupted point resumes from its last checkpoint. The sweep's resolved spec is saved as
+``SWEEP/sweep.json``; running another spec into the same directory is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from probclr.config import Config, load_config, merge, to_dict
+from probclr.errors import ConfigError, ProbclrError
+from probclr.io import atomic_write_json
+from probclr.rundir import RunDir
+
+STUDIES = ("generic", "epochs")
+_SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epochs_to_evaluate", "supervised",
+              "method", "jobs"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    base: str | None  # base run config (YAML), relative to the sweep file
+    set: dict[str, Any]  # overrides for every point
+    variants: dict[str, dict[str, Any]]  # named override sets (e.g. an augmentation ablation)
+    grid: dict[str, list[Any]]  # cartesian product over config keys
+    seeds: list[int]  # pretraining seeds
+    study: str = "generic"  # epochs: evaluate every kept epoch checkpoint of each run
+    epochs_to_evaluate: list[int] | None = None
+    supervised: bool = False  # also train the supervised baseline on the same label subsets, per seed
+    method: str = "simclr"
+    jobs: int = 1  # points run at once (1 on a 2-core machine)
+
+
+class Point:
+    def __init__(self, name: str, kind: str, params: dict[str, Any], cfg: Config, seed: int) -> None:
+        self.name, self.kind, self.params, self.cfg, self.seed = name, kind, params, cfg, seed
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep config {str(p)!r} does not exist (see configs/sweeps/)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"sweep config {str(p)!r} is not valid YAML: {err}".splitlines()[0]) from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep config {str(p)!r} must be a mapping")
+    unknown = set(raw) - _SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"unknown sweep key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(_SPEC_KEYS))}")
+    grid = raw.get("grid", None)
+    if grid is not None and (not isinstance(grid, dict) or not grid):
+        raise ConfigError("sweep grid is empty: give a mapping of config keys to lists of values, or omit it")
+    for key, values in (grid or {}).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep grid key {key!r} needs a non-empty list of values, got {values!r}")
+    variants = raw.get("variants") or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ConfigError("sweep variants must map names to mappings of config overrides")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"sweep seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    study = raw.get("study", "generic")
+    if study not in STUDIES:
+        raise ConfigError(f"sweep study must be one of {', '.join(STUDIES)}, got {study!r}")
+    jobs = raw.get("jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"sweep jobs must be an integer >= 1, got {jobs!r}")
+    base = raw.get("base")
+    if base is not None:
+        base = str((p.parent / base).resolve())
+    return SweepSpec(
+        name=str(raw.get("name", p.stem)), base=base, set=dict(raw.get("set") or {}), variants=variants,
+        grid=dict(grid or {}), seeds=seeds, study=study, epochs_to_evaluate=raw.get("epochs_to_evaluate"),
+        supervised=bool(raw.get("supervised", False)), method=str(raw.get("method", "simclr")), jobs=jobs,
+    )
+
+
+def expand(spec: SweepSpec) -> list[Point]:
+    """Every point of the sweep with its validated config (an invalid key or value names itself here)."""
+    base = load_config(spec.base)
+    try:
+        common = merge(base, spec.set)
+    except ConfigError as err:
+        raise ConfigError(f"sweep 'set': {err}") from err
+    variants = list(spec.variants.items()) or [("", {})]
+    keys = list(spec.grid)
+    points: list[Point] = []
+    for (vname, overrides), combo in itertools.product(variants, itertools.product(*spec.grid.values())):
+        params = {**({"variant": vname} if vname else {}), **dict(zip(keys, combo, strict=True))}
+        for seed in spec.seeds:
+            updates = {**overrides, **dict(zip(keys, combo, strict=True)), "run.seed": seed}
+            try:
+                cfg = merge(common, updates)
+            except ConfigError as err:
+                where = f"variant {vname!r}" if vname else "grid"
+                raise ConfigError(f"sweep {where}: {err}") from err
+            label = ",".join(f"{k.split('.')[-1]}={_slug(v)}" for k, v in params.items())
+            name = f"{label},seed={seed}" if label else f"seed={seed}"
+            points.append(Point(name, "pretrain", params, cfg, seed))
+            if spec.supervised:
+                points.append(Point(f"supervised,{name}", "supervised", params, cfg, seed))
+    names = [pt.name for pt in points]
+    if len(set(names)) != len(names):
+        raise ConfigError("sweep points are not distinct: two grid values or variants give the same point")
+    return points
+
+
+def _spec_record(spec: SweepSpec, points: list[Point]) -> dict[str, Any]:
+    return {"spec": dataclasses.asdict(spec),
+            "points": {pt.name: {"kind": pt.kind, "params": pt.params, "config": to_dict(pt.cfg)} for pt in points}}
+
+
+def _check_same_sweep(out: Path, record: dict[str, Any]) -> None:
+    path = out / "sweep.json"
+    if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise ProbclrError(f"{str(out)!r} is not empty and holds no sweep.json: choose a new --out for the sweep")
+        return
+    old = json.loads(path.read_text())
+    for pname, prec in old["points"].items():
+        new = record["points"].get(pname)
+        if new is None:
+            continue
+        if new != prec:
+            diff = _first_difference(prec["config"], new["config"]) or "its parameters"
+            raise ProbclrError(f"sweep directory {str(out)!r} was made from a different config: point {pname!r}"
+                               f" differs in {diff}; use a new --out")
+    free = {"jobs", "base"}  # how many run at once and where the base file lives do not change a point
+    keys = [k for k in record["spec"] if k not in free and old["spec"].get(k) != record["spec"][k]]
+    if keys:
+        raise ProbclrError(f"sweep directory {str(out)!r} was made from a different sweep config (differs in"
+                           f" {', '.join(keys)}); use a new --out")
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{prefix.rstrip('.')} ({a!r} -> {b!r})"
+
+
+def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], threads: int | None = None) -> dict:
+    """Train and evaluate one point (resuming it if interrupted); returns and writes its done record."""
+    import torch
+
+    from probclr.evaluate import evaluate_run
+    from probclr.supervised import run_supervised
+    from probclr.train import pretrain
+
+    if threads:
+        torch.set_num_threads(threads)
+    pdir = out / "points" / point.name
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    if point.kind == "supervised":
+        res, _ = run_supervised(point.cfg, pdir, point.cfg.eval.fractions, point.cfg.eval.seeds, command)
+        rows = [dataclasses.asdict(r) | {"epoch": None} for r in res]
+    else:
+        cfg = point.cfg
+        if spec.study == "epochs":
+            cfg = merge(cfg, {"run.keep_checkpoints": True})
+        run = RunDir(pdir)
+        if not run.last.exists() or _epochs_done(run) < cfg.optim.epochs:
+            pretrain(cfg, pdir, resume=run.last.exists(), command=command)
+        ckpts = [run.last]
+        if spec.study == "epochs":
+            wanted = spec.epochs_to_evaluate or list(range(cfg.optim.epochs + 1))
+            ckpts = [run.epoch_checkpoint(e) for e in wanted if run.epoch_checkpoint(e).is_file()]
+        for ckpt in ckpts:
+            res, _ = evaluate_run(pdir, cfg.eval, ckpt, None, spec.method, command)
+            epoch = int(ckpt.stem.split("_")[-1]) if ckpt.stem.startswith("epoch_") else cfg.optim.epochs
+            rows += [dataclasses.asdict(r) | {"epoch": epoch} for r in res]
+    record = {"point": point.name, "kind": point.kind, "params": point.params, "seed": point.seed,
+              "wall_s": time.perf_counter() - t0, "rows": rows}
+    atomic_write_json(pdir / "done.json", record)
+    return record
+
+
+def _epochs_done(run: RunDir) -> int:
+    if not run.metrics_path.is_file():
+        return 0
+    lines = [ln for ln in run.metrics_path.read_text().splitlines() if ln.strip()]
+    return int(json.loads(lines[-1])["epoch"]) if lines else 0
+
+
+def run_sweep(
+    spec_path: str | Path, out: str | Path, command: list[str], jobs: int | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[dict[str, Any]]:
+    """Run every unfinished point; returns the done records of all points."""
+    spec = load_spec(spec_path)
+    points = expand(spec)
+    out = Path(out)
+    record = _spec_record(spec, points)
+    _check_same_sweep(out, record)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "sweep.json", {**record, "command": " ".join(command)})
+    todo = [pt for pt in points if not (out / "points" / pt.name / "done.json").is_file()]
+    log(f"sweep {spec.name!r}: {len(points)} points, {len(points) - len(todo)} already finished")
+    jobs = jobs or spec.jobs
+    if jobs <= 1:
+        for i, pt in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] {pt.name}")
+            run_point(pt, out, spec, command)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_point, pt, out, spec, command, threads) for pt in todo]
+            for f in futures:
+                rec = f.result()
+                log(f"finished {rec['point']} in {rec['wall_s']:.0f} s")
+    return [json.loads((out / "points" / pt.name / "done.json").read_text()) for pt in points]

@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cli.main import app
+from probclr.errors import ConfigError, ProbclrError
+from probclr.sweep import expand, load_spec, run_sweep
+
+runner = CliRunner()
+TINY = {"model.convnet_widths": [8, 16], "optim.warmup_epochs": 0, "model.proj_dim": 16, "optim.epochs": 1,
+        "optim.batch_size": 64, "eval.fractions": [0.5], "eval.seeds": 1, "eval.probes": ["knn"],
+        "supervised.steps": 3}
+
+
+def write(tmp_path, name="s.yaml", **spec):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump({"set": TINY, **spec}))
+    return p
+
+
+def test_grid_and_variants_expand_to_named_points(tmp_path):
+    spec = load_spec(write(tmp_path, grid={"augment.strength": [0.25, 0.5]}, seeds=[0, 1],
+                           variants={"crop": {"augment.color_jitter": False}, "all": {}}))
+    points = expand(spec)
+    assert len(points) == 2 * 2 * 2
+    names = {p.name for p in points}
+    assert "variant=crop,strength=0.25,seed=1" in names
+    crop = next(p for p in points if p.name.startswith("variant=crop,strength=0.5,seed=0"))
+    assert crop.cfg.augment.color_jitter is False and crop.cfg.augment.strength == 0.5 and crop.cfg.run.seed == 0
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"grid": {"augment.strenght": [0.5]}}, "strenght"),
+    ({"grid": {}}, "grid is empty"),
+    ({"grid": {"optim.lr": []}}, "'optim.lr' needs a non-empty list"),
+    ({"grid": {"optim.batch_size": ["big"]}}, "optim.batch_size"),
+    ({"seeds": []}, "seeds"),
+    ({"colour": 1}, "unknown sweep key 'colour'"),
+    ({"variants": {"v": {"augment.nope": 1}}}, "variant 'v'"),
+])
+def test_bad_sweep_configs_name_the_problem(tmp_path, spec, match):
+    with pytest.raises(ConfigError, match=match):
+        expand(load_spec(write(tmp_path, **spec)))
+
+
+def test_real_tiny_sweep_end_to_end_resumes_and_refuses_other_configs(tmp_path):
+    cfg = write(tmp_path, grid={"augment.strength": [0.25, 0.5]}, supervised=True)
+    out = tmp_path / "sw"
+    recs = run_sweep(cfg, out, ["probclr", "sweep"])
+    assert len(recs) == 4 and {r["kind"] for r in recs} == {"pretrain", "supervised"}
+    done = sorted(out.glob("points/*/done.json"))
+    stamps = [p.stat().st_mtime_ns for p in done]
+    time.sleep(0.01)
+    run_sweep(cfg, out, ["probclr", "sweep"])  # everything finished: nothing retrained or rewritten
+    assert [p.stat().st_mtime_ns for p in done] == stamps
+    other = write(tmp_path, "other.yaml", grid={"augment.strength": [0.25, 0.5]}, supervised=True,
+                  set={**TINY, "optim.epochs": 2})
+    with pytest.raises(ProbclrError, match="different config.*optim.epochs"):
+        run_sweep(other, out, ["probclr", "sweep"])
+    assert [p.stat().st_mtime_ns for p in done] == stamps
+    res = runner.invoke(app, ["sweep", "report", str(out)])
+    assert res.exit_code == 0, res.output
+    table = (out / "report" / "table.csv").read_text()
+    assert "strength" in table and "supervised" in table and (out / "report" / "figure.png").stat().st_size > 1000
+
+
+def test_sweep_resumes_after_a_kill(tmp_path):
+    cfg = write(tmp_path, grid={"augment.strength": [0.25, 0.5, 1.0]}, set={**TINY, "optim.epochs": 2})
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "cli.main", "sweep", "--config", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("points/*/done.json")):
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL once the first point has finished, mid-way through the rest
+    proc.wait()
+    first = sorted(out.glob("points/*/done.json"))
+    assert first, "the first point never finished"
+    before = {p: p.stat().st_mtime_ns for p in first}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"{len(first)} already finished" in res.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # finished points untouched
+    assert len(list(out.glob("points/*/done.json"))) == 3
+
+
+def test_sweep_report_aggregates_fake_runs(tmp_path):
+    from analysis.sweep_report import sweep_frame, sweep_table
+
+    out = tmp_path / "fake"
+    points = {}
+    for s in (0, 1):
+        for lr in (0.1, 0.2):
+            name = f"lr={lr},seed={s}"
+            points[name] = {"kind": "pretrain", "params": {"optim.lr": lr}, "config": {}}
+            rows = [{"method": "simclr", "probe": "linear", "fraction": 0.1, "seed": ls, "n_labels": 10,
+                     "accuracy": 0.5 + lr + 0.01 * s + 0.001 * ls, "nll": 1.0, "ece": 0.1, "brier": 0.5,
+                     "detail": "", "epoch": 5} for ls in (0, 1)]
+            (out / "points" / name).mkdir(parents=True)
+            (out / "points" / name / "done.json").write_text(json.dumps(
+                {"point": name, "kind": "pretrain", "params": {"optim.lr": lr}, "seed": s, "wall_s": 1.0,
+                 "rows": rows}))
+    (out / "sweep.json").write_text(json.dumps({"spec": {"name": "fake", "study": "generic"}, "points": points}))
+    df, meta = sweep_frame(out)
+    t = sweep_table(df, meta)
+    row = t[t["lr"] == 0.2].iloc[0]
+    # per seed: mean over label subsets = 0.7005 and 0.7105 -> mean 70.55 %, std 0.71 %
+    assert row["accuracy %"] == "70.5 ± 0.7" or row["accuracy %"] == "70.6 ± 0.7"
+    assert row["seeds"] == 2
+
+
+def test_sweep_cli_bad_input(tmp_path):
+    res = runner.invoke(app, ["sweep", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "does not exist" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["sweep", "report", str(tmp_path)])
+    assert res.exit_code == 2 and "not a sweep directory" in res.output
+    res = runner.invoke(app, ["sweep"])
+    assert res.exit_code == 2 and "--config" in res.output
