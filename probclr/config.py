@@ -82,6 +82,7 @@ class OptimConfig:
     warmup_epochs: float = 10.0  # linear warm-up, then cosine decay to 0 (per step)
     batch_size: int = 256
     epochs: int = 100
+    grad_cache_chunk: int | None = None  # views per chunk: full-batch NT-Xent gradient in less memory (gradcache.py)
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,8 @@ def validate(cfg: Config) -> None:
     if cfg.model.proj_hidden is not None:
         _check(cfg.model.proj_hidden >= 1, f"model.proj_hidden must be >= 1, got {cfg.model.proj_hidden}")
     _check(cfg.loss.samples >= 1, f"loss.samples must be >= 1, got {cfg.loss.samples}")
+    _check(cfg.optim.grad_cache_chunk is None or cfg.optim.grad_cache_chunk >= 1,
+           f"optim.grad_cache_chunk must be >= 1 views (or null), got {cfg.optim.grad_cache_chunk}")
     _check(cfg.loss.kl_weight >= 0, f"loss.kl_weight must be >= 0, got {cfg.loss.kl_weight}")
     _check(0 < cfg.loss.kappa_min < cfg.loss.kappa_max,
            f"loss.kappa_min and kappa_max must satisfy 0 < min < max, got {cfg.loss.kappa_min}, {cfg.loss.kappa_max}")

@@ -23,6 +23,7 @@ from probclr.config import Config, to_dict
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.errors import ProbclrError
+from probclr.gradcache import grad_cached_backward
 from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
 from probclr.losses import mc_infonce, nt_xent
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
@@ -141,6 +142,10 @@ def pretrain(
     base_lr = scaled_lr(cfg.optim)
     step_fn = torch.compile(model) if cfg.run.compile else model
 
+    def head_out(fn: Callable[[Tensor], tuple[Tensor, Tensor | Embedding]], v: Tensor) -> Tensor | Embedding:
+        with autocast(device, cfg.run.amp):
+            return fn(v)[1]
+
     # 3. fresh run or resume
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -180,13 +185,16 @@ def pretrain(
             views = torch.cat([aug(x, gen), aug(x, gen)])  # (2B, 3, S, S)
             if cfg.run.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.run.amp):
-                _, out = step_fn(views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
-            loss, kappa = contrastive_loss(out, cfg)
+            opt.zero_grad(set_to_none=True)
+            if cfg.optim.grad_cache_chunk:  # the full batch's exact gradient, chunk by chunk (gradcache.py)
+                loss, kappa = grad_cached_backward(model, lambda v: head_out(step_fn, v), views,
+                                                   lambda o: contrastive_loss(o, cfg), cfg.optim.grad_cache_chunk)
+            else:
+                out = head_out(step_fn, views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
+                loss, kappa = contrastive_loss(out, cfg)
+                loss.backward()
             if kappa is not None:
                 kappas.append(kappa)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             opt.step()
             step += 1
             loss_sum += loss.detach()

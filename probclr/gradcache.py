@@ -1,0 +1,70 @@
+"""Gradient caching (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited
+Setup"): the exact gradient of a contrastive loss over a batch too large to back-propagate at once.
+
+Plain gradient accumulation is wrong for NT-Xent: each micro-batch's softmax would only see the negatives
+of its own micro-batch, so accumulating K micro-batches of B optimises a loss with B - 1 negatives, not
+K*B - 1. Gradient caching keeps the loss over the whole batch:
+1. embed all views chunk by chunk without an autograd graph (memory: one chunk of activations);
+2. compute the loss on the full set of embeddings and its gradient with respect to the embeddings only;
+3. re-embed each chunk with a graph and back-propagate that chunk's slice of the cached gradient.
+By the chain rule the parameter gradient is exactly that of the full-batch loss, given the same forward
+function. Batch-norm statistics are per chunk (like per-device BN in multi-GPU SimCLR); running statistics
+are updated once per chunk, as if each chunk were a forward pass of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from probclr.heads import Embedding
+
+Output = Tensor | Embedding
+
+
+def _cat(outs: list[Output]) -> Output:
+    if isinstance(outs[0], Embedding):
+        return Embedding(torch.cat([o.mu for o in outs]), torch.cat([o.kappa for o in outs]))  # type: ignore[union-attr]
+    return torch.cat(outs)  # type: ignore[arg-type]
+
+
+def _leaf(out: Output) -> Output:
+    if isinstance(out, Embedding):
+        return Embedding(out.mu.detach().requires_grad_(), out.kappa.detach().requires_grad_())
+    return out.detach().requires_grad_()
+
+
+def _tensors(out: Output) -> list[Tensor]:
+    return [out.mu, out.kappa] if isinstance(out, Embedding) else [out]
+
+
+def grad_cached_backward(
+    model: nn.Module, forward: Callable[[Tensor], Output], views: Tensor,
+    loss_fn: Callable[[Output], tuple[Tensor, Tensor | None]], chunk: int,
+) -> tuple[Tensor, Tensor | None]:
+    """Back-propagate ``loss_fn(forward(views))`` into ``model``'s .grad, ``chunk`` views at a time.
+
+    ``forward`` maps a chunk of views to the head output (projections or an Embedding). Returns the loss
+    (detached) and the loss function's auxiliary output (e.g. the kappas).
+    """
+    if chunk < 1:
+        raise ValueError(f"grad-cache chunk must be >= 1 views, got {chunk}")
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    with torch.no_grad():
+        outs = [forward(c) for c in views.split(chunk)]
+    with torch.no_grad():  # the graph-free pass must not move BN running statistics
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
+    full = _leaf(_cat(outs))
+    loss, aux = loss_fn(full)
+    grads = torch.autograd.grad(loss, _tensors(full))
+    start = 0
+    for c in views.split(chunk):
+        out = forward(c)
+        parts = _tensors(out)
+        n = c.shape[0]
+        torch.autograd.backward(parts, [g[start:start + n].to(p.dtype) for g, p in zip(grads, parts, strict=True)])
+        start += n
+    return loss.detach(), aux
