@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from probclr.config import Config, ConfigError, from_dict, load_config, merge, parse_override, to_dict
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
+SWEEPS = sorted((Path(__file__).resolve().parent.parent / "configs" / "sweeps").rglob("*.yaml"))
 
 
 def test_defaults_are_valid_and_round_trip():
@@ -19,6 +20,13 @@ def test_defaults_are_valid_and_round_trip():
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[str(p.relative_to(p.parents[1])) for p in SWEEPS])
+def test_every_shipped_sweep_expands(path):
+    from probclr.sweep import expand, load_spec
+
+    assert len(expand(load_spec(path))) >= 1
 
 
 def test_configs_exist():
