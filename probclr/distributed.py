@@ -1,0 +1,53 @@
+"""torch.distributed helpers: rank information and an all-gather that keeps gradients.
+
+With DDP every rank embeds its own share of the global batch; contrastive losses need every embedding of
+the global batch as negatives, so they gather them with :func:`gather_with_grad`, whose backward pass
+returns to each rank the gradient of its own rows (a reduce-scatter of all ranks' gradients).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+class DistInfo(NamedTuple):
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo(0, 1, 0)
+
+
+def init_from_env(device_type: str) -> DistInfo:
+    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1), or stay single-process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return dist_info()
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` (B, ...) of every rank in rank order -> (world * B, ...), differentiably."""
+    info = dist_info()
+    if info.world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def local_rows(info: DistInfo, per_rank: int) -> slice:
+    """This rank's rows of a gathered (world * per_rank, ...) tensor."""
+    return slice(info.rank * per_rank, (info.rank + 1) * per_rank)
