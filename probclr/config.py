@@ -94,6 +94,7 @@ class RunConfig:
     channels_last: bool = True  # NHWC activations (faster convolutions on CUDA and on x86 CPUs)
     compile: bool = False  # torch.compile the model
     keep_checkpoints: bool = False  # keep one checkpoint per epoch (for the epochs study)
+    sync_bn: bool = False  # with several processes (torchrun): SyncBatchNorm, the paper's global BN
     log_every: int = 10  # steps between progress callbacks
 
 

@@ -51,3 +51,17 @@ def gather_with_grad(x: Tensor) -> Tensor:
 def local_rows(info: DistInfo, per_rank: int) -> slice:
     """This rank's rows of a gathered (world * per_rank, ...) tensor."""
     return slice(info.rank * per_rank, (info.rank + 1) * per_rank)
+
+
+def barrier() -> None:
+    if dist_info().world > 1:
+        dist.barrier()
+
+
+def mean_over_ranks(x: Tensor) -> Tensor:
+    """The mean of a scalar over ranks (for logging); ``x`` itself with one process."""
+    if dist_info().world == 1:
+        return x
+    t = x.detach().clone()
+    dist.all_reduce(t)
+    return t / dist_info().world

@@ -22,10 +22,11 @@ from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from probclr.config import Config, to_dict
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.errors import ProbclrError
+from probclr.distributed import DistInfo, barrier, init_from_env, mean_over_ranks
+from probclr.errors import ConfigError, ProbclrError
 from probclr.gradcache import grad_cached_backward
 from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
-from probclr.losses import mc_infonce, nt_xent
+from probclr.losses import mc_infonce, nt_xent_global
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_diff, config_from_checkpoint
@@ -65,15 +66,29 @@ def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
     return SimCLRModel(encoder, head)
 
 
+def check_world(cfg: Config, info: DistInfo) -> None:
+    """What several processes (torchrun) can and cannot do yet; one clear error otherwise."""
+    if info.world == 1:
+        return
+    if cfg.optim.batch_size % info.world:
+        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by the world size {info.world};"
+                          f" use a multiple of {info.world}")
+    if cfg.loss.name == "mc_infonce":
+        raise ConfigError("--new-loss (loss.name=mc_infonce) runs on one process only for now; drop torchrun")
+    if cfg.optim.grad_cache_chunk:
+        raise ConfigError("optim.grad_cache_chunk with several processes is not supported; use one or the other")
+
+
 def contrastive_loss(out: Tensor | Embedding, cfg: Config) -> tuple[Tensor, Tensor | None]:
-    """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,)."""
+    """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
+    With several processes NT-Xent contrasts against the global batch (``nt_xent_global``)."""
     if isinstance(out, Embedding):
         mu_a, mu_b = out.mu.chunk(2)
         k_a, k_b = out.kappa.chunk(2)
         loss = mc_infonce(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
         return loss, out.kappa.detach()
     z_a, z_b = out.float().chunk(2)  # (B, P) each
-    return nt_xent(z_a, z_b, cfg.loss.temperature), None
+    return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
 
 
 def kappa_stats(kappas: list[Tensor]) -> dict[str, float]:
@@ -117,8 +132,13 @@ def pretrain(
         raise ProbclrError(f"nothing to resume in {str(run.root)!r}: it holds no checkpoint")
     t_start = time.perf_counter()
 
-    # 1. device, seed, data on the device
+    # 1. device (one per process under torchrun), seed, data on the device
     device = resolve_device(cfg.run)
+    info = init_from_env(device.type)
+    check_world(cfg, info)
+    if device.type == "cuda" and info.world > 1:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
     torch.manual_seed(cfg.run.seed)
     splits = load_splits(cfg.data)
     images = splits.pretrain.images
@@ -132,15 +152,23 @@ def pretrain(
     model = build_model(cfg, mean, std).to(device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    train_model: nn.Module = model
+    if info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if cfg.run.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = build_optimizer(model, cfg.optim)
-    gen = make_generator(device, cfg.run.seed)
+    gen = make_generator(device, cfg.run.seed)  # the shuffle: the same on every rank
     aug = SimCLRAugment(cfg.augment)
     b = cfg.optim.batch_size
     steps_per_epoch = n // b  # drop the last partial batch
     total = steps_per_epoch * cfg.optim.epochs
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
     base_lr = scaled_lr(cfg.optim)
-    step_fn = torch.compile(model) if cfg.run.compile else model
+    step_fn = torch.compile(train_model) if cfg.run.compile else train_model
+    per_rank = b // info.world
 
     def head_out(fn: Callable[[Tensor], tuple[Tensor, Tensor | Embedding]], v: Tensor) -> Tensor | Embedding:
         with autocast(device, cfg.run.amp):
@@ -152,10 +180,13 @@ def pretrain(
     if resume:
         state = _restore(run, cfg, model, opt, gen)
         start_epoch, history = int(state["epoch"]), list(state["metrics"])
-    else:
+    elif info.is_main:
         run.write_header(cfg, provenance(device, command))
 
     def checkpoint(epoch: int) -> None:
+        if not info.is_main:  # rank 0 writes; the others wait for it
+            barrier()
+            return
         state = {
             "kind": "simclr", "epoch": epoch, "step": epoch * steps_per_epoch, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "generator": gen.get_state(), "config": to_dict(cfg),
@@ -165,6 +196,7 @@ def pretrain(
         if cfg.run.keep_checkpoints:
             save_checkpoint(run.epoch_checkpoint(epoch), state)
         run.write_metrics(history)
+        barrier()
 
     if start_epoch == 0 and not resume:
         checkpoint(0)  # the initial weights: epoch 0 doubles as the random-encoder baseline
@@ -176,13 +208,16 @@ def pretrain(
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=device)  # (N,)
+        # several processes: each augments its share of every global batch with a generator of its own
+        aug_gen = gen if info.world == 1 else make_generator(device, (cfg.run.seed * 100_003 + epoch) * 1024 + info.rank)
         loss_sum = torch.zeros((), device=device)
         kappas: list[Tensor] = []
         for i in range(steps_per_epoch):
             lr = lr_at(step, total, warmup, base_lr)
             set_lr(opt, lr)
-            x = images[perm[i * b : (i + 1) * b]]  # (B, C, H, W) uint8
-            views = torch.cat([aug(x, gen), aug(x, gen)])  # (2B, 3, S, S)
+            idx = perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
+            x = images[idx]  # (B / world, C, H, W) uint8: this process's share of the global batch
+            views = torch.cat([aug(x, aug_gen), aug(x, aug_gen)])  # (2B / world, 3, S, S)
             if cfg.run.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
@@ -199,17 +234,17 @@ def pretrain(
             step += 1
             loss_sum += loss.detach()
             if device.type == "cpu" or (i + 1) % cfg.run.log_every == 0:
-                value = float(loss.detach())  # a sync on CUDA only every log_every steps
+                value = float(mean_over_ranks(loss.detach()))  # a sync on CUDA only every log_every steps
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"loss became {value} at step {step} (epoch {epoch + 1}); the last good checkpoint"
                         f" is {str(run.last)!r}. Lower optim.lr or raise loss.temperature"
                     )
-                if on_progress and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
+                if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
                     rate = (i + 1) * b / (time.perf_counter() - t0)
                     on_progress(Progress(epoch + 1, step, total, value, rate, lr))
         wall = time.perf_counter() - t0
-        last_loss = float(loss_sum) / max(1, steps_per_epoch)
+        last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch)
         history.append({
             "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
             "images_per_s": steps_per_epoch * b / wall, "epoch_s": wall, **kappa_stats(kappas),

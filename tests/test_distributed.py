@@ -64,3 +64,29 @@ def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
 def test_single_process_global_loss_is_nt_xent():
     a, b = torch.randn(6, 4), torch.randn(6, 4)
     torch.testing.assert_close(nt_xent_global(a, b, 0.3), nt_xent(a, b, 0.3))
+
+
+def _torchrun(tmp_path, *args):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           "-m", "cli.main", "pretrain", "--device", "cpu", "--set", "model.convnet_widths=[8, 16]",
+           "--set", "model.proj_dim=16", "--set", "optim.warmup_epochs=0", "--set", "run.num_threads=1", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path.parent)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_pretrain_and_checkpoint_loads_in_one(tmp_path):
+    from probclr.features import load_model
+
+    out = tmp_path / "ddp"
+    res = _torchrun(tmp_path, "--epochs", "2", "--batch-size", "64", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2  # rank 0 alone writes the metrics
+    model = load_model(out / "checkpoints" / "last.pt")  # a plain (not DDP-prefixed) state dict
+    assert sum(p.numel() for p in model.parameters()) > 0
+    bad = _torchrun(tmp_path, "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "bad"))
+    assert bad.returncode != 0 and "not divisible by the world size 2" in bad.stderr
