@@ -175,6 +175,32 @@ def report(
     typer.echo(f"report: {html_path}\nsummary: {md_path}")
 
 
+@app.command()
+@user_errors
+def bench(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    steps: Annotated[int, typer.Option(min=1, help="timed steps per measurement")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, help="untimed steps first")] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers of the per-image peer pipeline")] = 2,
+    out: Annotated[Path, typer.Option(help="JSON result file")] = Path("bench/bench.json"),
+) -> None:
+    """Images/s of augmentation, the model step (ceiling), the full step, and a per-image DataLoader pipeline."""
+    from probclr.bench import run_bench
+    from probclr.io import atomic_write_json
+
+    cfg = assemble_config(config, set_)
+    res = run_bench(cfg, steps, warmup, workers)
+    atomic_write_json(out, res)
+    r, q = res["images_per_s"], res["ratios"]
+    typer.echo(f"device {res['device']}, {res['backbone']}, batch {res['batch_size']}, bf16 {res['bf16']}")
+    for k, v in r.items():
+        typer.echo(f"  {k:16s} {v:10.0f} images/s")
+    typer.echo(f"  full step / model ceiling {q['full_vs_ceiling']:.2f}; full step / per-image DataLoader"
+               f" {q['full_vs_peer']:.2f}")
+    typer.echo(f"written: {out}")
+
+
 sweep_app = typer.Typer(help="Grids of runs over config keys and seeds: `sweep --config` runs, `sweep report` sums up.",
                         invoke_without_command=True, no_args_is_help=False)
 app.add_typer(sweep_app, name="sweep")

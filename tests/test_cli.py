@@ -160,3 +160,14 @@ def tiny_run_path(tmp_path):
     if not (out / "checkpoints" / "last.pt").exists():
         ok(["pretrain", "--epochs", "1", "--batch-size", "64", "--out", str(out), *TINY])
     return out
+
+
+def test_bench_reports_all_four_rates(tmp_path):
+    out = tmp_path / "b.json"
+    ok(["bench", *TINY, "--set", "optim.batch_size=32", "--steps", "2", "--warmup", "1", "--workers", "0",
+        "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert set(res["images_per_s"]) == {"augment", "model_ceiling", "full_step", "peer_dataloader"}
+    assert all(v > 0 for v in res["images_per_s"].values()) and res["batch_size"] == 32
+    assert res["ratios"]["full_vs_peer"] == pytest.approx(
+        res["images_per_s"]["full_step"] / res["images_per_s"]["peer_dataloader"])
