@@ -45,6 +45,7 @@ def pretrain(
     new_loss: Annotated[bool, typer.Option(help="probabilistic head + MC-InfoNCE likelihood loss")] = False,
 ) -> None:
     """Pretrain an encoder with SimCLR (NT-Xent) and write a run directory."""
+    from probclr.train import Stopped
     from probclr.train import pretrain as run_pretrain
 
     cfg = assemble_config(
@@ -52,8 +53,12 @@ def pretrain(
         data__download=download or None, optim__epochs=epochs, optim__batch_size=batch_size,
         run__device=device, run__seed=seed, loss__name="mc_infonce" if new_loss else None,
     )
-    with ProgressBar("pretrain") as bar:
-        result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line(ctx))
+    try:
+        with ProgressBar("pretrain") as bar:
+            result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line(ctx))
+    except Stopped as stopped:
+        typer.echo(str(stopped), err=True)
+        raise typer.Exit(code=128 + stopped.signum) from None
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     typer.echo(f"pretrained {result.epochs} epochs ({result.steps} steps, {result.wall_s:.0f} s), "
                f"final loss {loss}; run directory: {result.run_dir}")

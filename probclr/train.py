@@ -7,6 +7,8 @@ Device-resident data path: the uint8 images live on the training device, are shu
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,37 @@ from probclr.losses import mc_infonce, nt_xent_global
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_diff, config_from_checkpoint
+
+
+class Stopped(Exception):  # noqa: N818 - a clean stop, not an error
+    """SIGINT or SIGTERM stopped the run after a step; a checkpoint to resume from was written first."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; saved {str(checkpoint)!r},"
+                         " continue with --resume")
+        self.signum = signum
+
+
+class StopSignal:
+    """While active, SIGINT/SIGTERM only set ``signal``; the loop then checkpoints and stops (main thread only)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def __enter__(self) -> StopSignal:
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class TrainingError(ProbclrError):
@@ -177,13 +210,15 @@ def pretrain(
     # 3. fresh run or resume
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    partial: dict[str, Any] | None = None  # where a run stopped by SIGINT/SIGTERM left its epoch
     if resume:
         state = _restore(run, cfg, model, opt, gen)
         start_epoch, history = int(state["epoch"]), list(state["metrics"])
+        partial = state.get("partial")
     elif info.is_main:
         run.write_header(cfg, provenance(device, command))
 
-    def checkpoint(epoch: int) -> None:
+    def checkpoint(epoch: int, within: dict[str, Any] | None = None) -> None:
         if not info.is_main:  # rank 0 writes; the others wait for it
             barrier()
             return
@@ -192,6 +227,9 @@ def pretrain(
             "optimizer": opt.state_dict(), "generator": gen.get_state(), "config": to_dict(cfg),
             "metrics": history, "torch_rng": torch.get_rng_state(),  # the loss's Monte-Carlo draws use it
         }
+        if within is not None:  # stopped mid-epoch: what it takes to continue this epoch exactly
+            state["partial"] = within
+            state["step"] = epoch * steps_per_epoch + int(within["step_in_epoch"])
         save_checkpoint(run.last, state)
         if cfg.run.keep_checkpoints:
             save_checkpoint(run.epoch_checkpoint(epoch), state)
@@ -204,51 +242,64 @@ def pretrain(
     # 4. epochs: shuffle on the device, two views per image, NT-Xent, optimiser step
     step = start_epoch * steps_per_epoch
     last_loss: float | None = history[-1]["loss"] if history else None
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen, device=device)  # (N,)
-        # several processes: each augments its share of every global batch with a generator of its own
-        aug_gen = gen if info.world == 1 else make_generator(device, (cfg.run.seed * 100_003 + epoch) * 1024 + info.rank)
-        loss_sum = torch.zeros((), device=device)
-        kappas: list[Tensor] = []
-        for i in range(steps_per_epoch):
-            lr = lr_at(step, total, warmup, base_lr)
-            set_lr(opt, lr)
-            idx = perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
-            x = images[idx]  # (B / world, C, H, W) uint8: this process's share of the global batch
-            views = torch.cat([aug(x, aug_gen), aug(x, aug_gen)])  # (2B / world, 3, S, S)
-            if cfg.run.channels_last:
-                views = views.contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=True)
-            if cfg.optim.grad_cache_chunk:  # the full batch's exact gradient, chunk by chunk (gradcache.py)
-                loss, kappa = grad_cached_backward(model, lambda v: head_out(step_fn, v), views,
-                                                   lambda o: contrastive_loss(o, cfg), cfg.optim.grad_cache_chunk)
-            else:
-                out = head_out(step_fn, views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
-                loss, kappa = contrastive_loss(out, cfg)
-                loss.backward()
-            if kappa is not None:
-                kappas.append(kappa)
-            opt.step()
-            step += 1
-            loss_sum += loss.detach()
-            if device.type == "cpu" or (i + 1) % cfg.run.log_every == 0:
-                value = float(mean_over_ranks(loss.detach()))  # a sync on CUDA only every log_every steps
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"loss became {value} at step {step} (epoch {epoch + 1}); the last good checkpoint"
-                        f" is {str(run.last)!r}. Lower optim.lr or raise loss.temperature"
-                    )
-                if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
-                    rate = (i + 1) * b / (time.perf_counter() - t0)
-                    on_progress(Progress(epoch + 1, step, total, value, rate, lr))
-        wall = time.perf_counter() - t0
-        last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch)
-        history.append({
-            "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
-            "images_per_s": steps_per_epoch * b / wall, "epoch_s": wall, **kappa_stats(kappas),
-        })
-        checkpoint(epoch + 1)
+    with StopSignal(enabled=info.world == 1) as stop:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            kappas: list[Tensor] = []
+            first = 0
+            if partial is None:
+                perm = torch.randperm(n, generator=gen, device=device)  # (N,)
+            else:  # continue the epoch a stopped run left: its shuffle, its step, its running sums
+                perm, first = partial["perm"].to(device), int(partial["step_in_epoch"])
+                loss_sum += float(partial["loss_sum"])
+                kappas = [partial["kappas"].to(device)] if partial.get("kappas") is not None else []
+                step += first
+                partial = None
+            # several processes: each augments its share of every global batch with a generator of its own
+            aug_gen = gen if info.world == 1 else make_generator(device, (cfg.run.seed * 100_003 + epoch) * 1024 + info.rank)
+            for i in range(first, steps_per_epoch):
+                lr = lr_at(step, total, warmup, base_lr)
+                set_lr(opt, lr)
+                idx = perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
+                x = images[idx]  # (B / world, C, H, W) uint8: this process's share of the global batch
+                views = torch.cat([aug(x, aug_gen), aug(x, aug_gen)])  # (2B / world, 3, S, S)
+                if cfg.run.channels_last:
+                    views = views.contiguous(memory_format=torch.channels_last)
+                opt.zero_grad(set_to_none=True)
+                if cfg.optim.grad_cache_chunk:  # the full batch's exact gradient, chunk by chunk (gradcache.py)
+                    loss, kappa = grad_cached_backward(model, lambda v: head_out(step_fn, v), views,
+                                                       lambda o: contrastive_loss(o, cfg), cfg.optim.grad_cache_chunk)
+                else:
+                    out = head_out(step_fn, views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
+                    loss, kappa = contrastive_loss(out, cfg)
+                    loss.backward()
+                if kappa is not None:
+                    kappas.append(kappa)
+                opt.step()
+                step += 1
+                loss_sum += loss.detach()
+                if device.type == "cpu" or (i + 1) % cfg.run.log_every == 0:
+                    value = float(mean_over_ranks(loss.detach()))  # a sync on CUDA only every log_every steps
+                    if not math.isfinite(value):
+                        raise TrainingError(
+                            f"loss became {value} at step {step} (epoch {epoch + 1}); the last good checkpoint"
+                            f" is {str(run.last)!r}. Lower optim.lr or raise loss.temperature"
+                        )
+                    if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
+                        rate = (i + 1 - first) * b / (time.perf_counter() - t0)
+                        on_progress(Progress(epoch + 1, step, total, value, rate, lr))
+                if stop.signal is not None and i + 1 < steps_per_epoch:
+                    checkpoint(epoch, {"step_in_epoch": i + 1, "perm": perm.cpu(), "loss_sum": float(loss_sum),
+                                       "kappas": torch.cat(kappas).cpu() if kappas else None})
+                    raise Stopped(stop.signal, step, run.last)
+            wall = time.perf_counter() - t0
+            last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch)
+            history.append({
+                "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
+                "images_per_s": (steps_per_epoch - first) * b / wall, "epoch_s": wall, **kappa_stats(kappas),
+            })
+            checkpoint(epoch + 1)
 
     return PretrainResult(run.root, cfg.optim.epochs, step, last_loss, time.perf_counter() - t_start)

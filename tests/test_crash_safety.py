@@ -1,0 +1,104 @@
+"""Runs that are stopped (SIGTERM/SIGINT) or killed (SIGKILL) at random moments resume to exactly the
+weights and metrics of an uninterrupted run (CPU), and never leave a corrupt checkpoint behind."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ARGS = ["pretrain", "--batch-size", "64", "--set", "model.convnet_widths=[8, 16]",
+        "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16", "--set", "run.num_threads=1"]
+
+
+def _cmd(out, *extra, epochs=6):
+    return [sys.executable, "-m", "cli.main", *ARGS, "--epochs", str(epochs), "--out", str(out), *extra]
+
+
+def _final(out):
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    return state["model"], [{k: v for k, v in m.items() if k not in ("images_per_s", "epoch_s")}
+                            for m in state["metrics"]]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    subprocess.run(_cmd(out), check=True, capture_output=True, timeout=300)
+    return _final(out)
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "long"
+    subprocess.run(_cmd(out, epochs=KILL_EPOCHS), check=True, capture_output=True, timeout=600)
+    return _final(out)
+
+
+KILL_EPOCHS = 40
+
+
+def _wait_for(path, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not path.exists():
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_saves_mid_epoch_and_resume_is_exact(tmp_path, reference, sig):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "metrics.jsonl")  # epoch 0 written: training is under way
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 128 + sig, err
+    assert "continue with --resume" in err and "Traceback" not in err
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert "partial" in state or state["epoch"] > 0
+    subprocess.run(_cmd(out, "--resume"), check=True, capture_output=True, timeout=300)
+    model, metrics = _final(out)
+    assert metrics == reference[1]
+    for k, v in reference[0].items():
+        assert torch.equal(model[k], v), k
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_at_random_moments_then_exact_result(tmp_path, long_reference):
+    out = tmp_path / "run"
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(40):  # at most 40 attempts to land 20 kills mid-run
+        resume = ["--resume"] if (out / "checkpoints" / "last.pt").exists() else []
+        proc = subprocess.Popen(_cmd(out, *resume, epochs=KILL_EPOCHS), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        last = out / "checkpoints" / "last.pt"
+        before = last.stat().st_mtime_ns if last.exists() else None
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:  # wait until it has written a checkpoint ...
+            if last.exists() and last.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))  # ... then kill anywhere in training or in the next checkpoint write
+        if proc.poll() is not None:
+            break  # the run finished
+        proc.kill()
+        proc.wait()
+        kills += 1
+        if (out / "checkpoints" / "last.pt").exists():  # never corrupt or half-written: it always loads
+            torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+        if kills == 20:
+            break
+    assert kills == 20
+    res = subprocess.run(_cmd(out, "--resume", epochs=KILL_EPOCHS), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    model, metrics = _final(out)
+    assert metrics == long_reference[1]
+    for k, v in long_reference[0].items():
+        assert torch.equal(model[k], v), k
