@@ -20,7 +20,7 @@ from probclr.results import ResultRow, load_rows
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/protocol")
     rows: list[ResultRow] = []
-    for res in sorted(root.glob("simclr-s*/eval/last/results.json")):
+    for res in sorted(root.glob("simclr-s*/eval/last/results.json")) + sorted(root.glob("prob-s*/eval/last/results.json")):
         rows += load_rows(res)
         m = read_jsonl(res.parents[2] / "metrics.jsonl")
         wall = sum(r["epoch_s"] for r in m)
