@@ -37,8 +37,12 @@ def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
         raise ProbclrError(
             f"run {str(run.root)!r} has no embeddings ({str(path)!r}); make them with `probclr embed --run {run.root}`"
         )
-    emb = torch.load(path, map_location="cpu", weights_only=True)
-    if emb.get("checkpoint_sha256") != file_digest(checkpoint):
+    try:
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ProbclrError(f"refusing to load {str(path)!r}: not a safe probclr embeddings file ({reason})") from err
+    if not isinstance(emb, dict) or emb.get("checkpoint_sha256") != file_digest(checkpoint):
         raise ProbclrError(f"{str(path)!r} was made from another checkpoint; re-run `probclr embed --run {run.root}`")
     return emb
 

@@ -65,7 +65,12 @@ def cached_features(run_dir: Path, checkpoint: Path, splits: Splits, batch_size:
     digest = file_digest(checkpoint)
     path = run_dir / "features" / f"{digest[:16]}.pt"
     if path.exists():
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise CheckpointError(f"refusing to load feature cache {str(path)!r} ({reason}); delete it to"
+                                  " recompute") from err
         if d.get("checkpoint_sha256") != digest:
             raise CheckpointError(
                 f"feature cache {str(path)!r} was computed from a different checkpoint than {str(checkpoint)!r};"
