@@ -102,3 +102,31 @@ def test_twenty_sigkills_at_random_moments_then_exact_result(tmp_path, long_refe
     assert metrics == long_reference[1]
     for k, v in long_reference[0].items():
         assert torch.equal(model[k], v), k
+
+
+def test_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    import probclr.io as pio
+    from cli.main import app
+
+    original = pio._atomic
+
+    def full_disk(path, write):
+        if path.name == "last.pt" and path.exists():  # the second checkpoint: the disk fills up mid-write
+            def half(fh):
+                fh.write(b"PK\x03\x04 partial")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return original(path, half)
+        return original(path, write)
+
+    monkeypatch.setattr(pio, "_atomic", full_disk)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [*ARGS, "--epochs", "3", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "No space left on device" in res.output and "Traceback" not in res.output
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)  # the previous one, intact
+    assert state["epoch"] == 0
+    assert not list((out / "checkpoints").glob(".last.pt.*"))  # no temporary file left behind
