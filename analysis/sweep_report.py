@@ -72,10 +72,18 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
     if study == "epochs":
         sns.lineplot(data=d, x="epoch", y="accuracy %", hue="labels", style="probe", marker="o", errorbar="sd", ax=ax)
         ax.set_xlabel("pretraining epochs")
-    elif not params:
-        sns.lineplot(data=d, x="fraction", y="accuracy %", hue="model", marker="o", errorbar="sd", ax=ax)
-        ax.set_xscale("log")
-        ax.set_xlabel("fraction of labels")
+    elif not params:  # the label-fraction study: accuracy and calibration against the fraction
+        plt.close(fig)
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        d["ECE %"] = 100 * d["ece"]
+        sns.lineplot(data=d, x="fraction", y="accuracy %", hue="model", marker="o", errorbar="sd", ax=ax,
+                     legend=False)
+        sns.lineplot(data=d, x="fraction", y="ECE %", hue="model", marker="o", errorbar="sd", ax=ax2)
+        for a in (ax, ax2):
+            a.set_xscale("log")
+            a.set_xlabel("fraction of labels")
+        ax2.set_title("calibration (ECE, 15 bins)")
+        sns.move_legend(ax2, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     else:
         x = params[0] if len(params) == 1 else "point"
         if x == "point":
@@ -88,7 +96,8 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
     ax.set_title(f"{meta['spec']['name']}: test accuracy (mean ± sd)")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     return _save(fig, path)
 
 

@@ -121,3 +121,23 @@ def test_sweep_cli_bad_input(tmp_path):
     assert res.exit_code == 2 and "not a sweep directory" in res.output
     res = runner.invoke(app, ["sweep"])
     assert res.exit_code == 2 and "--config" in res.output
+
+
+def test_sweep_report_label_fraction_layout(tmp_path):
+    from analysis.sweep_report import sweep_report
+
+    out = tmp_path / "lf"
+    points = {}
+    for kind, method, probe in (("pretrain", "simclr", "linear"), ("supervised", "supervised", "end-to-end")):
+        name = f"{kind},seed=0"
+        points[name] = {"kind": kind, "params": {}, "config": {}}
+        rows = [{"method": method, "probe": probe, "fraction": f, "seed": 0, "n_labels": 10, "accuracy": 0.5 + f / 4,
+                 "nll": 1.0, "ece": 0.1 - f / 20, "brier": 0.5, "detail": "", "epoch": 15 if kind == "pretrain" else None}
+                for f in (0.01, 0.1, 1.0)]
+        (out / "points" / name).mkdir(parents=True)
+        (out / "points" / name / "done.json").write_text(json.dumps(
+            {"point": name, "kind": kind, "params": {}, "seed": 0, "wall_s": 2.0, "rows": rows}))
+    (out / "sweep.json").write_text(json.dumps({"spec": {"name": "lf", "study": "generic"}, "points": points}))
+    csv, md, fig = sweep_report(out)
+    assert "supervised" in csv.read_text() and "Points finished: 2 of 2" in md.read_text()
+    assert fig.stat().st_size > 1000
