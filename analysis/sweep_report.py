@@ -49,16 +49,16 @@ def _params(df: pd.DataFrame, meta: dict) -> list[str]:
 
 
 def sweep_table(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
-    """Accuracy and ECE (%), mean ± std over pretraining seeds (each seed first averaged over label subsets)."""
+    """Accuracy and ECE (%), mean ± std pooled over pretraining seeds × label subsets (n in the table)."""
     params = _params(df, meta)
     keys = [*params, "method", "probe", "epoch", "fraction"]
     df = df.assign(epoch=df["epoch"].fillna(-1))  # supervised rows have no pretraining epoch
-    per_seed = df.groupby([*keys, "point_seed"], dropna=False)[["accuracy", "ece"]].mean().reset_index()
-    g = per_seed.groupby(keys, dropna=False)
-    out = g.agg(seeds=("point_seed", "nunique")).reset_index()
+    g = df.groupby(keys, dropna=False)
+    out = g.agg(seeds=("point_seed", "nunique"), n=("accuracy", "size")).reset_index()
     for col in ("accuracy", "ece"):
         m, s = g[col].mean().to_numpy() * 100, g[col].std().to_numpy() * 100
         out[f"{col} %"] = [f"{a:.1f}" if pd.isna(b) else f"{a:.1f} ± {b:.1f}" for a, b in zip(m, s, strict=True)]
+    out["epoch"] = [("" if e < 0 else int(e)) for e in out["epoch"]]
     return out
 
 
@@ -116,7 +116,7 @@ def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     header = [f"# sweep `{meta['spec']['name']}`", "",
               f"Points finished: {df['point'].nunique()} of {len(meta['points'])}; wall time of finished points:"
               f" {wall / 60:.1f} min. Reproduce: `{meta.get('command', 'probclr sweep --config CONFIG --out DIR')}`"
-              f" then `probclr sweep report {sweep_dir}`. ± = std over pretraining seeds.", ""]
+              f" then `probclr sweep report {sweep_dir}`. ± = std over pretraining seeds × label subsets (n rows).", ""]
     atomic_write_text(out / "table.md", "\n".join(header + lines) + "\n")
     fig = sweep_figure(df, meta, out / "figure.png")
     return out / "table.csv", out / "table.md", fig
