@@ -16,8 +16,6 @@ from probclr.corruptions import CORRUPTIONS, SEVERITIES, corrupt, crop_area
 from probclr.embed import embed_images
 from probclr.heads import SimCLRModel
 
-Scorer = Callable[[dict[str, Tensor]], dict[str, Tensor]]
-
 
 def certainties(out: dict[str, Tensor], probe: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
     """Every certainty score of one embedding pass (larger = more certain): kappa if the head has one, the

@@ -26,7 +26,7 @@ from probclr.features import load_model
 from probclr.fractions import label_subset
 from probclr.io import atomic_write_json, atomic_write_text
 from probclr.metrics import score
-from probclr.probes import knn_probs, train_linear_probe
+from probclr.probes import LinearProbe, knn_probs, train_linear_probe
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_from_checkpoint
 
@@ -53,14 +53,14 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 def probe_analysis(
     emb: dict[str, Any], cfg: Config, seeds: int, bayes_steps: int
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Tensor]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, LinearProbe]:
     """Per fraction and label seed: plain / temperature-scaled / Bayesian linear probe scores on the test set,
     reliability data (seed 0), and the misclassification AUROC / AURC of every certainty score."""
     tx, ty, vx, vy = emb["train.features"], emb["train.labels"], emb["test.features"], emb["test.labels"]
     num_classes = len(emb["classes"])
     ev = cfg.eval
     cal, rel, unc = [], [], []
-    probe_for_ambiguity: dict[str, Tensor] = {}
+    probe_for_ambiguity: LinearProbe | None = None
     for fraction in ev.fractions:
         # at 100 % every seed draws the same labeled set: one probe, not `seeds` copies of it
         for seed in range(seeds if fraction < 1 else 1):
@@ -97,7 +97,8 @@ def probe_analysis(
                 unc.append({"score": name, "fraction": fraction, "seed": seed, "error_rate": float(error.mean()),
                             "auroc": auroc(-c, error), "aurc": risk_coverage(c, error).aurc})
             if seed == 0 and fraction == max(ev.fractions):
-                probe_for_ambiguity = {"weight": probe.weight, "bias": probe.bias, "mean": probe.mean, "std": probe.std}
+                probe_for_ambiguity = probe
+    assert probe_for_ambiguity is not None  # the largest fraction always has seed 0
     return pd.DataFrame(cal), pd.concat(rel, ignore_index=True), pd.DataFrame(unc), probe_for_ambiguity
 
 
@@ -124,7 +125,7 @@ def analyze_run(
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    cal, rel, unc, pw = probe_analysis(emb, cfg, seeds or cfg.eval.seeds, bayes_steps)
+    cal, rel, unc, best_probe = probe_analysis(emb, cfg, seeds or cfg.eval.seeds, bayes_steps)
     timings["probes_s"] = time.perf_counter() - t
     for name, df in (("calibration", cal), ("reliability", rel), ("uncertainty", unc)):
         _csv(df, out / f"{name}.csv")
@@ -136,7 +137,7 @@ def analyze_run(
     pick = torch.randperm(test_images.shape[0], generator=torch.Generator().manual_seed(0))[:n_amb]
 
     def probe(features: Tensor) -> Tensor:
-        return torch.softmax(((features.float() - pw["mean"]) / pw["std"]) @ pw["weight"] + pw["bias"], dim=1)
+        return best_probe.probs(features.float())
 
     amb = ambiguity_analysis(model, test_images[pick], seed=0, probe=probe)
     _csv(amb.correlations, out / "ambiguity.csv")

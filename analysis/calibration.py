@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from probclr.fractions import holdout_split
+from probclr.metrics import confidence_bin
 from probclr.probes import LinearProbe, _standardise, fit_logistic
 
 
@@ -16,7 +17,7 @@ def reliability(probs: Tensor, labels: Tensor, bins: int = 15) -> pd.DataFrame:
     confidence and accuracy (NaN for empty bins). sum_b count_b/N * |acc_b - conf_b| is the ECE."""
     conf, pred = probs.double().max(dim=1)
     correct = (pred == labels).double()
-    idx = (torch.ceil(conf * bins) - 1).clamp(0, bins - 1).long()
+    idx = confidence_bin(conf, bins)
     count = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, torch.ones_like(conf))
     acc = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, correct) / count
     mean_conf = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, conf) / count

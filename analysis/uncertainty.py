@@ -66,7 +66,6 @@ def spearman_ci(
         raise ValueError(f"need two 1-D arrays of equal length >= 3, got shapes {a.shape} and {b.shape}")
     rho = float(stats.spearmanr(a, b).statistic)
     rng = np.random.default_rng(seed)
-    ra, rb = stats.rankdata(a), stats.rankdata(b)  # ranks once; resampled ranks re-ranked below
     if groups is None:
         idx_all = rng.integers(0, len(a), (boots, len(a)))
     else:
@@ -82,7 +81,7 @@ def spearman_ci(
     reps = np.empty(boots)
     for r in range(boots):
         idx = idx_all[r]
-        reps[r] = np.corrcoef(stats.rankdata(ra[idx]), stats.rankdata(rb[idx]))[0, 1]
+        reps[r] = np.corrcoef(stats.rankdata(a[idx]), stats.rankdata(b[idx]))[0, 1]
     low, high = np.nanpercentile(reps, [2.5, 97.5])
     return Correlation(rho, float(low), float(high), len(a))
 

@@ -17,9 +17,9 @@ import time
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision import transforms as T
 
 from probclr.augment import SimCLRAugment
+from probclr.bench import peer_transform
 from probclr.config import AugmentConfig, DataConfig
 from probclr.datasets import load_splits
 
@@ -33,18 +33,9 @@ def load_images(n: int) -> tuple[torch.Tensor, str]:
         return F.interpolate(x, size=(32, 32), mode="bilinear").round().to(torch.uint8), "digits upsampled"
 
 
-def pil_pipeline(strength: float = 0.5) -> T.Compose:
-    s = strength
-    return T.Compose([
-        T.RandomResizedCrop(32, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8), T.RandomGrayscale(0.2),
-        T.ToTensor(),
-    ])
-
-
 def time_pil(images: torch.Tensor) -> float:
     pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]  # decoded once, as a cached dataset
-    tf = pil_pipeline()
+    tf = peer_transform(32)
     t0 = time.perf_counter()
     for im in pil:
         tf(im), tf(im)  # two views per image

@@ -23,19 +23,24 @@ from probclr.device import autocast, bf16_native, make_generator, resolve_device
 from probclr.optim import build_optimizer
 
 
+def peer_transform(size: int, strength: float = 0.5) -> Callable[[Any], Tensor]:
+    """The per-image torchvision/PIL SimCLR view that peer implementations run in DataLoader workers."""
+    from torchvision import transforms as T
+
+    s = strength
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8), T.RandomGrayscale(0.2),
+        T.ToTensor(),
+    ])
+
+
 class _PILPairs(torch.utils.data.Dataset):
     """uint8 images -> two independently augmented views per image, one image at a time (the peer recipe)."""
 
     def __init__(self, images: Tensor, size: int, strength: float) -> None:
-        from torchvision import transforms as T
-
         self.images = images
-        s = strength
-        self.tf = T.Compose([
-            T.RandomResizedCrop(size, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8), T.RandomGrayscale(0.2),
-            T.ToTensor(),
-        ])
+        self.tf = peer_transform(size, strength)
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -261,20 +261,23 @@ def merge(base: Config, updates: dict[str, Any]) -> Config:
     return cfg
 
 
+def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (empty file = {}); errors name the file and what is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} does not exist (see {hint})")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {err}".splitlines()[0]) from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {str(p)!r} must be a mapping")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file, then ``--set`` overrides; validated."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist (see configs/ for examples)")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}".splitlines()[0]) from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
-        tree = loaded
+    tree = read_yaml_mapping(path, "config file", "configs/ for examples") if path is not None else {}
     cfg = _build(Config, tree, "")
     updates = dict(parse_override(o) for o in (overrides or []))
     return merge(cfg, updates)

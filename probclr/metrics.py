@@ -17,11 +17,16 @@ class Scores(NamedTuple):
     brier: float  # mean squared error of the probability vector
 
 
+def confidence_bin(conf: Tensor, bins: int) -> Tensor:
+    """(N,) equal-width bin index of each top-label confidence, bins ((b-1)/M, b/M] (0 goes to the first)."""
+    return (torch.ceil(conf.double() * bins) - 1).clamp(0, bins - 1).long()
+
+
 def ece(probs: Tensor, labels: Tensor, bins: int = 15) -> float:
     """ECE (Guo et al. 2017): sum_b |B_b|/n * |acc(B_b) - conf(B_b)|, bins ((b-1)/M, b/M]."""
     conf, pred = probs.max(dim=1)  # (N,), (N,)
     correct = (pred == labels).double()
-    idx = (torch.ceil(conf.double() * bins) - 1).clamp(0, bins - 1).long()  # (N,) bin per sample
+    idx = confidence_bin(conf, bins)  # (N,) bin per sample
     acc_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, correct)
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, conf.double())
     return float((acc_sum - conf_sum).abs().sum() / max(1, labels.numel()))

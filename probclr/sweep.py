@@ -20,12 +20,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from probclr.config import Config, load_config, merge, to_dict
+from probclr.config import Config, from_dict, load_config, merge, read_yaml_mapping, to_dict
 from probclr.errors import ConfigError, ProbclrError
 from probclr.io import atomic_write_json
-from probclr.rundir import RunDir
+from probclr.rundir import RunDir, config_diff
 
 STUDIES = ("generic", "epochs")
 _SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epochs_to_evaluate", "supervised",
@@ -59,14 +57,7 @@ def _slug(value: Any) -> str:
 
 def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep config {str(p)!r} does not exist (see configs/sweeps/)")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"sweep config {str(p)!r} is not valid YAML: {err}".splitlines()[0]) from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep config {str(p)!r} must be a mapping")
+    raw = read_yaml_mapping(p, "sweep config", "configs/sweeps/")
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
         raise ConfigError(f"unknown sweep key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(_SPEC_KEYS))}")
@@ -145,7 +136,7 @@ def _check_same_sweep(out: Path, record: dict[str, Any]) -> None:
         if new is None:
             continue
         if new != prec:
-            diff = _first_difference(prec["config"], new["config"]) or "its parameters"
+            diff = ", ".join(config_diff(from_dict(prec["config"]), from_dict(new["config"]))) or "its parameters"
             raise ProbclrError(f"sweep directory {str(out)!r} was made from a different config: point {pname!r}"
                                f" differs in {diff}; use a new --out")
     free = {"jobs", "base"}  # how many run at once and where the base file lives do not change a point
@@ -153,16 +144,6 @@ def _check_same_sweep(out: Path, record: dict[str, Any]) -> None:
     if keys:
         raise ProbclrError(f"sweep directory {str(out)!r} was made from a different sweep config (differs in"
                            f" {', '.join(keys)}); use a new --out")
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{prefix.rstrip('.')} ({a!r} -> {b!r})"
 
 
 def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], threads: int | None = None) -> dict:
