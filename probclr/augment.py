@@ -314,4 +314,9 @@ class SimCLRAugment:
             if idx.numel():
                 k = blur_kernel_size(size, cfg.blur_kernel_frac)
                 x = x.index_copy(0, idx, gaussian_blur(x.index_select(0, idx), sigma.index_select(0, idx), k))
+        # 5. additive Gaussian noise, with probability noise_p per image (not in the paper; off by default)
+        if cfg.noise:
+            std = _uniform(b, *cfg.noise_std, gen, dev) * (torch.rand(b, generator=gen, device=dev) < cfg.noise_p)
+            noise = torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype)
+            x = (x + std.to(x.dtype).view(-1, 1, 1, 1) * noise).clamp_(0, 1)
         return x.contiguous()

@@ -51,6 +51,12 @@ class AugmentConfig:
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels, at the output size
     blur_kernel_frac: float = 0.1  # kernel side = 10% of the image side (rounded to odd)
+    # additive Gaussian pixel noise, N(0, sigma^2) with sigma ~ U(noise_std) per image, then clamp to [0, 1].
+    # Not in the SimCLR recipe; it gives the probabilistic head a reason to lower kappa on noisy inputs
+    # (docs/probabilistic_loss.md). Off by default.
+    noise: bool = False
+    noise_p: float = 0.5
+    noise_std: tuple[float, float] = (0.0, 0.1)  # on [0, 1] pixels
 
 
 @dataclass(frozen=True)
@@ -304,12 +310,14 @@ def validate(cfg: Config) -> None:
     _check(0 < lo <= hi <= 1, f"augment.crop_scale must satisfy 0 < min <= max <= 1, got {list(a.crop_scale)}")
     lo, hi = a.crop_ratio
     _check(0 < lo <= hi, f"augment.crop_ratio must satisfy 0 < min <= max, got {list(a.crop_ratio)}")
-    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
+    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "noise_p"):
         _prob(f"augment.{key}", getattr(a, key))
     _check(a.strength >= 0, f"augment.strength must be >= 0, got {a.strength}")
     lo, hi = a.blur_sigma
     _check(0 < lo <= hi, f"augment.blur_sigma must satisfy 0 < min <= max, got {list(a.blur_sigma)}")
     _check(0 < a.blur_kernel_frac <= 1, f"augment.blur_kernel_frac must be in (0, 1], got {a.blur_kernel_frac}")
+    lo, hi = a.noise_std
+    _check(0 <= lo <= hi <= 1, f"augment.noise_std must satisfy 0 <= min <= max <= 1, got {list(a.noise_std)}")
     for key in ("train_limit", "test_limit", "image_size"):
         v = getattr(cfg.data, key)
         _check(v is None or v >= 1, f"data.{key} must be >= 1, got {v}")

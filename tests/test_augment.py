@@ -234,3 +234,20 @@ def test_both_colour_modes_seeded_and_in_range(mode):
     x = images(16)
     a, b = SimCLRAugment(cfg)(x, gen(3)), SimCLRAugment(cfg)(x, gen(3))
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+
+
+def test_noise_rate_and_strength_follow_the_config():
+    """Noise is applied to a noise_p fraction of images with per-image std in noise_std; off by default."""
+    x = torch.full((4000, 3, 16, 16), 128, dtype=torch.uint8)  # mid-grey: no clamping at 0.1 std
+    base = dict(crop=False, flip=False, color_jitter=False, grayscale=False)
+    clean = SimCLRAugment(AugmentConfig(**base))(x, gen(3))
+    assert torch.equal(clean, x.float() / 255)
+    out = SimCLRAugment(AugmentConfig(**base, noise=True, noise_p=0.3, noise_std=(0.02, 0.08)))(x, gen(3))
+    std = (out - x.float() / 255).std(dim=(1, 2, 3))  # (B,) per-image noise level
+    noisy = std > 1e-6
+    assert abs(noisy.float().mean().item() - 0.3) < 0.03
+    assert std[noisy].min() > 0.02 * 0.9 and std[noisy].max() < 0.08 * 1.1
+    # uniform std: the mean of U(0.02, 0.08) is 0.05
+    assert abs(std[noisy].mean().item() - 0.05) < 0.003
+    again = SimCLRAugment(AugmentConfig(**base, noise=True, noise_p=0.3, noise_std=(0.02, 0.08)))(x, gen(3))
+    assert torch.equal(out, again)
