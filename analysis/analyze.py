@@ -18,7 +18,7 @@ from analysis.calibration import heldout_temperature, reliability
 from analysis.embedding_maps import embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
 from analysis.uncertainty import auroc, baseline_certainties, risk_coverage, spearman_ci
-from probclr.checkpoint import file_digest, load_checkpoint
+from probclr.checkpoint import file_digest
 from probclr.config import Config
 from probclr.datasets import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
@@ -28,7 +28,7 @@ from probclr.io import atomic_write_json, atomic_write_text
 from probclr.metrics import score
 from probclr.probes import LinearProbe, knn_probs, train_linear_probe
 from probclr.provenance import provenance
-from probclr.rundir import RunDir, config_from_checkpoint
+from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
 
 def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def analyze_run(
     start = time.perf_counter()
     run = RunDir(run_dir)
     ckpt = run.require_checkpoint()
-    cfg = config_from_checkpoint(load_checkpoint(ckpt))
+    cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
     if data_dir is not None:
         import dataclasses
 

@@ -84,13 +84,12 @@ def evaluate(
 ) -> None:
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
     from analysis.tables import format_table
-    from probclr.checkpoint import load_checkpoint
     from probclr.config import merge
     from probclr.evaluate import evaluate_run
-    from probclr.rundir import RunDir, config_from_checkpoint
+    from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
     ckpt = checkpoint or RunDir(run).require_checkpoint()
-    base = config_from_checkpoint(load_checkpoint(ckpt))
+    base = config_from_checkpoint(load_run_checkpoint(RunDir(run), ckpt))
     flags = {"eval.fractions": fraction, "eval.seeds": seeds, "eval.probes": probe}
     from probclr.config import parse_override
 

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probclr.checkpoint import file_digest, load_checkpoint
+from probclr.checkpoint import file_digest
 from probclr.datasets import load_splits
 from probclr.features import load_model
 from probclr.heads import Embedding, SimCLRModel
 from probclr.io import atomic_torch_save
-from probclr.rundir import RunDir, config_from_checkpoint
+from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
 
 @torch.no_grad()
@@ -48,7 +48,7 @@ def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: s
     """Write ``run_dir/embeddings/<checkpoint>.pt`` (train.* and test.* tensors, labels, classes, digest)."""
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
-    cfg = config_from_checkpoint(load_checkpoint(ckpt))
+    cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
     data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=data_dir)
     splits = load_splits(data_cfg)
     model = load_model(ckpt)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from probclr.checkpoint import load_checkpoint
 from probclr.config import Config, EvalConfig
 from probclr.data import Splits
 from probclr.datasets import load_splits
@@ -19,7 +18,7 @@ from probclr.metrics import score
 from probclr.probes import knn_probs, train_linear_probe, train_mlp_probe
 from probclr.provenance import provenance
 from probclr.results import ResultRow, save_results
-from probclr.rundir import RunDir, config_from_checkpoint
+from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
 
 def probe_rows(feats: Features, cfg: EvalConfig, method: str, num_classes: int) -> list[ResultRow]:
@@ -93,7 +92,7 @@ def evaluate_run(
     """Extract (or reuse) features of ``checkpoint`` (default: the run's last) and run every probe."""
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
-    state = load_checkpoint(ckpt)
+    state = load_run_checkpoint(run, ckpt)
     run_cfg = config_from_checkpoint(state)
     cfg = cfg or run_cfg.eval
     data_cfg = run_cfg.data if data_dir is None else dataclasses.replace(run_cfg.data, data_dir=data_dir)

@@ -24,6 +24,22 @@ class Features(NamedTuple):
     checkpoint_sha256: str
 
 
+def state_mismatch(expected: dict[str, Tensor], found: dict[str, object]) -> str:
+    """What differs between a model's state dict and a checkpoint's, in one line ('' when they match)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} (model: {tuple(expected[k].shape)})"
+        for k, v in found.items() if k in expected and isinstance(v, Tensor) and v.shape != expected[k].shape
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape of", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{label} {', '.join(items[:3])}{more}")
+    return "; ".join(parts)
+
+
 def load_model(checkpoint: Path) -> SimCLRModel:
     """The full pretrained model (encoder and head) of a checkpoint, in eval mode, gradients off."""
     from probclr.train import build_model
@@ -33,10 +49,10 @@ def load_model(checkpoint: Path) -> SimCLRModel:
     mean = state["model"]["encoder.mean"].reshape(3).clone()
     std = state["model"]["encoder.std"].reshape(3).clone()
     model = build_model(cfg, mean, std)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{str(checkpoint)!r} does not match its own config's model: {err}") from err
+    problem = state_mismatch(model.state_dict(), state["model"])
+    if problem:
+        raise CheckpointError(f"{str(checkpoint)!r} does not hold the model its config describes: {problem}")
+    model.load_state_dict(state["model"])
     model.eval()
     model.requires_grad_(False)
     return model

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from probclr.config import Config, from_dict, save_config, to_dict
+from probclr.checkpoint import CheckpointError, load_checkpoint
+from probclr.config import Config, from_dict, load_config, save_config, to_dict
 from probclr.errors import ProbclrError
 from probclr.io import atomic_write_json, atomic_write_text
 
@@ -67,3 +68,39 @@ def config_diff(a: Config, b: Config) -> list[str]:
 
 def config_from_checkpoint(state: dict[str, Any]) -> Config:
     return from_dict(state["config"])
+
+
+# What makes a checkpoint belong to a run: the data it saw, the model, and how it was trained. Runtime keys
+# (device, threads, logging, data paths) and the evaluation sections may differ without changing the weights.
+_IDENTITY = ("model.", "loss.", "augment.", "optim.", "run.seed", "data.dataset", "data.train_limit",
+             "data.test_limit", "data.image_size")
+
+
+def identity_diff(a: Config, b: Config) -> list[str]:
+    """The keys that define a pretrained model (not runtime or evaluation settings) on which two configs differ."""
+    return [k for k in config_diff(a, b) if k.startswith(_IDENTITY)]
+
+
+def load_run_checkpoint(run: RunDir, checkpoint: Path) -> dict[str, Any]:
+    """Load ``checkpoint`` for use in ``run``; refuse one made by another model or config, naming what differs.
+
+    A run directory's config.yaml describes the model its checkpoints hold; a checkpoint whose own config
+    differs in a model-defining key (say, one copied from another run) is refused instead of silently
+    writing its results into this run.
+    """
+    state = load_checkpoint(checkpoint)
+    if run.config_path.is_file():
+        own = load_config(run.config_path)
+        diff = identity_diff(own, config_from_checkpoint(state))
+        if diff:
+            da, db = to_dict(own), to_dict(config_from_checkpoint(state))
+            shown = []
+            for key in diff[:4]:
+                sec, name = key.split(".", 1)
+                shown.append(f"{key} {db.get(sec, {}).get(name)!r} (run: {da[sec][name]!r})")
+            more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+            raise CheckpointError(
+                f"checkpoint {str(checkpoint)!r} is not from run {str(run.root)!r}: it differs in "
+                f"{', '.join(shown)}{more}; evaluate it in its own run directory"
+            )
+    return state

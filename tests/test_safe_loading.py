@@ -53,3 +53,55 @@ def test_crafted_embeddings_file_is_refused(tmp_path):
     with pytest.raises(ProbclrError, match="refusing to load"):
         load_embeddings(run, run.root / "checkpoints" / "last.pt")
     assert not marker.exists()
+
+
+TINY = ["--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny digits runs whose models differ (widths and projection size)."""
+    root = tmp_path_factory.mktemp("two")
+    a, b = root / "a", root / "b"
+    for out, extra in ((a, []), (b, ["--set", "model.convnet_widths=[8, 32]", "--set", "model.proj_dim=8"])):
+        res = runner.invoke(app, ["pretrain", "--epochs", "0", "--out", str(out), *TINY, *extra])
+        assert res.exit_code == 0, res.output
+    return a, b
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--fraction", "0.5", "--seeds", "1", "--probe", "knn"],
+                                     ["embed"], ["analyze"]])
+def test_checkpoint_of_another_run_is_refused_naming_the_difference(tmp_path, two_runs, command):
+    """A checkpoint copied in from a run with another config is refused, and the message says what differs."""
+    import shutil
+
+    a, b = two_runs
+    run = tmp_path / "run"
+    shutil.copytree(a, run)
+    shutil.copy(b / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    res = runner.invoke(app, [command[0], "--run", str(run), *command[1:]])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "is not from run" in line and "model.convnet_widths [8, 32] (run: [8, 16])" in line
+    assert "model.proj_dim 8 (run: 16)" in line
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written
+
+
+def test_checkpoint_whose_weights_do_not_match_its_config_is_refused(tmp_path, two_runs):
+    """Weights of one model under the config of another: one line listing the mismatched tensors."""
+    a, b = two_runs
+    state = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
+    state["model"] = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["model"]
+    state["model"]["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "mixed.pt"
+    torch.save(state, path)
+    from probclr.checkpoint import CheckpointError
+    from probclr.features import load_model
+
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    msg = str(err.value)
+    assert "\n" not in msg and "does not hold the model its config describes" in msg
+    assert "unexpected extra.weight" in msg and "shape of" in msg and "(model: " in msg
