@@ -21,7 +21,7 @@ from torch import Tensor
 
 from probclr.config import DataConfig
 from probclr.errors import DataError
-from probclr.io import atomic_torch_save
+from probclr.io import OutputError, atomic_torch_save
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _CACHE_VERSION = "2"
@@ -179,6 +179,6 @@ def cached(cfg: DataConfig, name: str, root: Path, build: Callable[[], Splits]) 
     splits: Splits = build()
     try:
         atomic_torch_save(path, _pack(splits))
-    except OSError:
+    except OutputError:
         pass  # an unwritable cache dir only costs the next run a re-decode
     return splits

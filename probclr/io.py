@@ -5,6 +5,7 @@ A reader (or a resumed run after a crash) sees either the old file or the new on
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -14,9 +15,30 @@ from typing import IO, Any
 
 import torch
 
+from probclr.errors import ProbclrError
+
+
+class OutputError(ProbclrError):
+    """A file could not be written (a full disk, a read-only folder); the previous file is unchanged."""
+
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
+    try:
+        _atomic_unchecked(path, write)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        hint = {errno.EROFS: "the file system is read-only", errno.EACCES: "no write permission",
+                errno.EPERM: "a read-only or immutable folder?",
+                errno.ENOSPC: "the disk is full"}.get(err.errno, "")
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        raise OutputError(
+            f"cannot write {str(path)!r}: {err.strerror}{f' ({hint})' if hint else ''}; {kept}"
+        ) from err
+
+
+def _atomic_unchecked(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

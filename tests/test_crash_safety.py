@@ -1,6 +1,7 @@
 """Runs that are stopped (SIGTERM/SIGINT) or killed (SIGKILL) at random moments resume to exactly the
 weights and metrics of an uninterrupted run (CPU), and never leave a corrupt checkpoint behind."""
 
+import os
 import random
 import signal
 import subprocess
@@ -130,3 +131,68 @@ def test_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous_
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)  # the previous one, intact
     assert state["epoch"] == 0
     assert not list((out / "checkpoints").glob(".last.pt.*"))  # no temporary file left behind
+
+
+class _ReadOnly:
+    """Make folders really read-only: chmod for a normal user; root ignores modes, so the immutable
+    attribute (chattr +i) there. Undone on exit; skips the test only if neither is possible."""
+
+    def __init__(self, *dirs):
+        self.dirs = dirs
+        self.root = os.geteuid() == 0
+
+    def __enter__(self):
+        for d in self.dirs:
+            if self.root:
+                res = subprocess.run(["chattr", "+i", str(d)], capture_output=True, text=True)
+                if res.returncode != 0:
+                    self.__exit__()
+                    pytest.skip(f"cannot make a folder read-only as root here: {res.stderr.strip()}")
+            else:
+                d.chmod(0o555)
+        probe = self.dirs[0] / ".probe"
+        with pytest.raises(OSError):  # the folder really is read-only now
+            probe.touch()
+        return self
+
+    def __exit__(self, *exc):
+        for d in self.dirs:
+            if self.root:
+                subprocess.run(["chattr", "-i", str(d)], capture_output=True)
+            else:
+                d.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "evaluate"])
+def test_read_only_output_folder_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch, command):
+    from typer.testing import CliRunner
+
+    import probclr.io as pio
+    from cli.main import app
+
+    original = pio._atomic
+
+    def stop_after_first_checkpoint(path, write):
+        original(path, write)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt  # as Ctrl-C right after the first checkpoint: a run to resume
+
+    monkeypatch.setattr(pio, "_atomic", stop_after_first_checkpoint)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [*ARGS, "--epochs", "3", "--out", str(out)])
+    assert res.exit_code == 130, res.output
+    monkeypatch.setattr(pio, "_atomic", original)
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    listing = sorted(p.relative_to(out) for p in out.rglob("*"))
+    argv = ([*ARGS, "--epochs", "3", "--out", str(out), "--resume"] if command == "pretrain"
+            else ["evaluate", "--run", str(out), "--fraction", "0.5", "--seeds", "1", "--probe", "knn"])
+    with _ReadOnly(out, out / "checkpoints"):
+        res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    errors = [x for x in res.output.replace("\r", "\n").splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and res.output.rstrip().endswith(errors[0]), res.output  # progress bars aside
+    assert errors[0].startswith(f"error: cannot write '{out}"), errors[0]
+    assert "unchanged" in errors[0] or "nothing was written" in errors[0], errors[0]
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before  # the previous checkpoint, intact
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == listing  # nothing new, no temporary files
