@@ -6,6 +6,7 @@ A reader (or a resumed run after a crash) sees either the old file or the new on
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import tempfile
@@ -51,6 +52,10 @@ def _atomic_unchecked(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # A process killed mid-write (SIGKILL, power loss) cannot clean up; its temporary file is removed by the
+    # next successful write of the same target (one writer per file: rank 0, one process per run folder).
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -55,8 +55,8 @@ def save_results(out_dir: Path, rows: list[ResultRow], meta: dict[str, Any]) -> 
         "rows": [dataclasses.asdict(r) for r in rows],
         "summary": json.loads(summary.to_json(orient="records")),
     }
-    atomic_write_json(out_dir / "results.json", payload)
     atomic_write_text(out_dir / "results.csv", rows_frame(rows).to_csv(index=False))
+    atomic_write_json(out_dir / "results.json", payload)  # last: its presence marks a finished evaluation
     return out_dir / "results.json"
 
 

@@ -103,6 +103,7 @@ def test_twenty_sigkills_at_random_moments_then_exact_result(tmp_path, long_refe
     assert metrics == long_reference[1]
     for k, v in long_reference[0].items():
         assert torch.equal(model[k], v), k
+    assert not list(out.rglob("*.tmp"))  # temporary files of killed writes were cleaned up
 
 
 def test_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -161,6 +162,55 @@ class _ReadOnly:
                 subprocess.run(["chattr", "-i", str(d)], capture_output=True)
             else:
                 d.chmod(0o755)
+
+
+EVAL_KILLS = 10
+
+
+@pytest.mark.slow
+def test_sigkilled_evaluation_leaves_only_whole_files_and_resumes_to_the_same_results(tmp_path):
+    """Kill `probclr evaluate` at random moments (feature extraction, the feature-cache write, the probes,
+    the results write): every file it leaves loads, and the next run gives the uninterrupted results."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    subprocess.run(_cmd(run, epochs=1), check=True, capture_output=True, timeout=300)
+    ref = tmp_path / "ref"
+    shutil.copytree(run, ref)
+
+    def evaluate(where):
+        return [sys.executable, "-m", "cli.main", "evaluate", "--run", str(where), "--fraction", "0.1",
+                "--fraction", "1.0", "--seeds", "2", "--probe", "linear", "--probe", "knn",
+                "--set", "eval.weight_decays=[1e-4]", "--set", "eval.max_iter=50"]
+
+    subprocess.run(evaluate(ref), check=True, capture_output=True, timeout=300)
+    t0 = time.time()
+    subprocess.run(evaluate(ref), check=True, capture_output=True, timeout=300)  # the shorter, cached path
+    duration = time.time() - t0
+    reference = json.loads((ref / "eval" / "last" / "results.json").read_text())["rows"]
+    rng = random.Random(1)
+    kills = 0
+    for _ in range(3 * EVAL_KILLS):
+        if rng.random() < 0.3:  # sometimes start from a fresh cache, so kills also land in the cache write
+            shutil.rmtree(run / "features", ignore_errors=True)
+        proc = subprocess.Popen(evaluate(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, 0.95) * duration)
+        if proc.poll() is not None:
+            continue  # finished before the kill: try again
+        proc.kill()
+        proc.wait()
+        kills += 1
+        for cache in (run / "features").glob("*.pt"):  # whatever is there is whole
+            torch.load(cache, weights_only=True)
+        for done in (run / "eval").rglob("results.json"):
+            json.loads(done.read_text())
+        if kills == EVAL_KILLS:
+            break
+    assert kills == EVAL_KILLS
+    subprocess.run(evaluate(run), check=True, capture_output=True, timeout=300)
+    assert json.loads((run / "eval" / "last" / "results.json").read_text())["rows"] == reference
+    assert not list(run.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("command", ["pretrain", "evaluate"])
