@@ -38,6 +38,20 @@ def init_from_env(device_type: str) -> DistInfo:
     return dist_info()
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous. all_gather's backward hands the raw
+    gradient tensors to the backend (gloo's all-to-all), which reads a non-contiguous one in storage order:
+    wrong gradients whenever the gathered tensor is used through a transpose (found by the --new-loss test)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` (B, ...) of every rank in rank order -> (world * B, ...), differentiably."""
     info = dist_info()
@@ -45,7 +59,8 @@ def gather_with_grad(x: Tensor) -> Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    parts = all_gather(x.contiguous())
+    return torch.cat([_ContiguousGrad.apply(p) for p in parts], dim=0)
 
 
 def local_rows(info: DistInfo, per_rank: int) -> slice:

@@ -58,6 +58,46 @@ def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor
     return F.cross_entropy(logits, target, reduction="sum") / (2 * n) * info.world
 
 
+def _check_mc_args(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float, samples: int,
+                   kl_weight: float) -> None:
+    if mu_a.ndim != 2 or mu_a.shape != mu_b.shape or kappa_a.shape != mu_a.shape[:1] or kappa_b.shape != kappa_a.shape:
+        raise ValueError(
+            f"need mu_a, mu_b of shape (N, D) and kappa_a, kappa_b of shape (N,), got {tuple(mu_a.shape)}, "
+            f"{tuple(mu_b.shape)}, {tuple(kappa_a.shape)}, {tuple(kappa_b.shape)}"
+        )
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not kl_weight >= 0:
+        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+
+
+def _mc_log_likelihood(z: Tensor, anchors: Tensor | None, temperature: float) -> Tensor:
+    """log (1/M) sum_m softmax_{pos(i)}(z_i^(m) . z_k^(m) / tau) for each anchor i.
+
+    z: (M, 2n, D) draws of all views a then all views b; anchors: (A,) rows of z, None = all. Returns (A,).
+    """
+    samples, two_n, _ = z.shape
+    n = two_n // 2
+    if anchors is None:
+        anchors = torch.arange(two_n, device=z.device)
+        logits = torch.einsum("mad,mjd->maj", z, z) / temperature  # (M, 2n, 2n)
+    else:
+        logits = torch.einsum("mad,mjd->maj", z[:, anchors], z) / temperature  # (M, A, 2n)
+    self_mask = anchors.view(-1, 1) == torch.arange(two_n, device=z.device).view(1, -1)  # (A, 2n): k != i
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    target = torch.where(anchors < n, anchors + n, anchors - n)  # (A,) the other view of the same image
+    log_p = torch.log_softmax(logits, dim=2).gather(2, target.view(1, -1, 1).expand(samples, -1, 1)).squeeze(2)
+    return torch.logsumexp(log_p, dim=0) - math.log(samples)
+
+
+def mc_infonce_from_samples(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
+    """The likelihood term of :func:`mc_infonce` given the draws z_a, z_b: (M, N, D) unit vectors."""
+    z = torch.cat([z_a, z_b], dim=1)
+    return -_mc_log_likelihood(z, None, temperature).mean()
+
+
 def mc_infonce(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
     kl_weight: float = 0.0,
@@ -74,30 +114,48 @@ def mc_infonce(
     """
     from probclr.distributions import PowerSpherical
 
-    if mu_a.ndim != 2 or mu_a.shape != mu_b.shape or kappa_a.shape != mu_a.shape[:1] or kappa_b.shape != kappa_a.shape:
-        raise ValueError(
-            f"need mu_a, mu_b of shape (N, D) and kappa_a, kappa_b of shape (N,), got {tuple(mu_a.shape)}, "
-            f"{tuple(mu_b.shape)}, {tuple(kappa_a.shape)}, {tuple(kappa_b.shape)}"
-        )
+    _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     n = mu_a.shape[0]
     if n < 2:
         raise ValueError(f"mc_infonce needs N >= 2 pairs, got N = {n}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if not kl_weight >= 0:
-        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
     mu = F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1)  # (2N, D)
     kappa = torch.cat([kappa_a, kappa_b]).float()  # (2N,)
     posterior = PowerSpherical(mu, kappa)
     z = posterior.rsample(torch.Size([samples]))  # (M, 2N, D)
-    logits = torch.einsum("mid,mjd->mij", z, z) / temperature  # (M, 2N, 2N)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    target = torch.arange(2 * n, device=z.device).roll(n)  # (2N,)
-    log_p = torch.log_softmax(logits, dim=2).gather(2, target.view(1, -1, 1).expand(samples, -1, 1)).squeeze(2)
-    log_lik = torch.logsumexp(log_p, dim=0) - math.log(samples)  # (2N,) log of the MC-averaged likelihood
+    log_lik = _mc_log_likelihood(z, None, temperature)  # (2N,)
     if kl_weight == 0:
         return -log_lik.mean()
     return -log_lik.mean() + kl_weight * posterior.kl_to_uniform().mean()
+
+
+def mc_infonce_global(
+    mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
+    kl_weight: float = 0.0,
+) -> Tensor:
+    """:func:`mc_infonce` over the global batch of all ranks, for this rank's anchors, scaled for DDP.
+
+    Every rank draws the samples of its own B pairs, gathers all ranks' draws (with gradients) as candidates
+    and scores its own 2B anchors; as in :func:`nt_xent_global` the sum over ranks of the returned values is
+    W times the global loss, so DDP's gradient average is the gradient of one process on the concatenated
+    batch with the same draws (tested with gloo). With one process it is ``mc_infonce``.
+    """
+    from probclr.distributed import dist_info, gather_with_grad, local_rows
+    from probclr.distributions import PowerSpherical
+
+    info = dist_info()
+    if info.world == 1:
+        return mc_infonce(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
+    _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
+    b = mu_a.shape[0]
+    posterior = PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
+    z = posterior.rsample(torch.Size([samples]))  # (M, 2B, D): this rank's draws, views a then b
+    za = gather_with_grad(z[:, :b].transpose(0, 1)).transpose(0, 1)  # (M, WB, D) in rank order
+    zb = gather_with_grad(z[:, b:].transpose(0, 1)).transpose(0, 1)
+    n = za.shape[1]
+    rows = local_rows(info, b)
+    anchors = torch.cat([torch.arange(n)[rows], n + torch.arange(n)[rows]]).to(z.device)  # (2B,)
+    log_lik = _mc_log_likelihood(torch.cat([za, zb], dim=1), anchors, temperature)  # (2B,)
+    loss = -log_lik.sum()
+    if kl_weight > 0:
+        loss = loss + kl_weight * posterior.kl_to_uniform().sum()
+    return loss / (2 * n) * info.world

@@ -28,10 +28,11 @@ from probclr.distributed import DistInfo, barrier, init_from_env, mean_over_rank
 from probclr.errors import ConfigError, ProbclrError
 from probclr.gradcache import grad_cached_backward
 from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
-from probclr.losses import mc_infonce, nt_xent_global
+from probclr.losses import mc_infonce_global, nt_xent_global
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_diff, config_from_checkpoint
+from probclr.syncbn import convert_to_global_bn
 
 
 class Stopped(Exception):  # noqa: N818 - a clean stop, not an error
@@ -106,19 +107,17 @@ def check_world(cfg: Config, info: DistInfo) -> None:
     if cfg.optim.batch_size % info.world:
         raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by the world size {info.world};"
                           f" use a multiple of {info.world}")
-    if cfg.loss.name == "mc_infonce":
-        raise ConfigError("--new-loss (loss.name=mc_infonce) runs on one process only for now; drop torchrun")
     if cfg.optim.grad_cache_chunk:
         raise ConfigError("optim.grad_cache_chunk with several processes is not supported; use one or the other")
 
 
 def contrastive_loss(out: Tensor | Embedding, cfg: Config) -> tuple[Tensor, Tensor | None]:
     """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
-    With several processes NT-Xent contrasts against the global batch (``nt_xent_global``)."""
+    With several processes both losses contrast against the global batch (``*_global``)."""
     if isinstance(out, Embedding):
         mu_a, mu_b = out.mu.chunk(2)
         k_a, k_b = out.kappa.chunk(2)
-        loss = mc_infonce(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
+        loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
         return loss, out.kappa.detach()
     z_a, z_b = out.float().chunk(2)  # (B, P) each
     return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
@@ -189,8 +188,11 @@ def pretrain(
     if info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        if cfg.run.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        if cfg.run.sync_bn:  # global BN: nn.SyncBatchNorm on CUDA (GPU-only), probclr.syncbn elsewhere
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+            else:
+                model = convert_to_global_bn(model)  # type: ignore[assignment]
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = build_optimizer(model, cfg.optim)
     gen = make_generator(device, cfg.run.seed)  # the shuffle: the same on every rank
@@ -259,6 +261,8 @@ def pretrain(
                 partial = None
             # several processes: each augments its share of every global batch with a generator of its own
             aug_gen = gen if info.world == 1 else make_generator(device, (cfg.run.seed * 100_003 + epoch) * 1024 + info.rank)
+            if info.world > 1:  # ... and its own Monte-Carlo draws for --new-loss (torch's global generator)
+                torch.manual_seed((cfg.run.seed * 100_003 + epoch) * 1024 + info.rank + 512)
             for i in range(first, steps_per_epoch):
                 lr = lr_at(step, total, warmup, base_lr)
                 set_lr(opt, lr)

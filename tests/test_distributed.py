@@ -1,6 +1,8 @@
 """DDP on CPU with gloo and 2 processes: global negatives give the loss and the gradients of one process on
 the concatenated batch."""
 
+import json
+import math
 import os
 import socket
 
@@ -61,6 +63,173 @@ def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
             torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
 
 
+class _ProbHead(nn.Module):
+    """A tiny model with a (mu, kappa) output, kappa in (1, ~50)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU())
+        self.mu = nn.Linear(16, 8)
+        self.kappa = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.mu(h), 1 + 10 * nn.functional.softplus(self.kappa(h)).squeeze(1)
+
+
+M, KL = 4, 0.01
+
+
+def _mc_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from probclr.losses import mc_infonce_global
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = DDP(_ProbHead())
+    xa, xb = _data()
+    per = xa.shape[0] // world
+    mine = slice(rank * per, (rank + 1) * per)
+    (mu_a, k_a), (mu_b, k_b) = model(xa[mine]), model(xb[mine])
+    torch.manual_seed(100 + rank)  # each rank's own Monte-Carlo draws
+    loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, 0.2, M, KL)
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    torch.save({"loss": total / world, "grads": [p.grad for p in model.parameters()]}, f"{out_dir}/r{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_new_loss_on_two_gloo_ranks_equals_one_process_with_the_same_draws(tmp_path):
+    """--new-loss under DDP: the loss and gradients of one process on the concatenated batch, given the same
+    Monte-Carlo draws (each rank's drawn from its own seed, replayed here in rank order)."""
+    import torch.nn.functional as F
+
+    from probclr.distributions import PowerSpherical
+    from probclr.losses import mc_infonce_from_samples
+
+    world = 2
+    mp.spawn(_mc_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    model = _ProbHead()
+    xa, xb = _data()
+    per = xa.shape[0] // world
+    za, zb, kls = [], [], []
+    for r in range(world):
+        mine = slice(r * per, (r + 1) * per)
+        (mu_a, k_a), (mu_b, k_b) = model(xa[mine]), model(xb[mine])
+        torch.manual_seed(100 + r)
+        q = PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]), dim=1), torch.cat([k_a, k_b]))
+        z = q.rsample(torch.Size([M]))  # (M, 2 per, D), as the rank drew them
+        za.append(z[:, :per])
+        zb.append(z[:, per:])
+        kls.append(q.kl_to_uniform())
+    ref = mc_infonce_from_samples(torch.cat(za, 1), torch.cat(zb, 1), 0.2) + KL * torch.cat(kls).mean()
+    ref.backward()
+    for r in range(world):
+        got = torch.load(tmp_path / f"r{r}.pt", weights_only=True)
+        torch.testing.assert_close(got["loss"], ref.detach(), rtol=1e-5, atol=1e-6)
+        for g, p in zip(got["grads"], model.parameters(), strict=True):
+            torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 8))
+
+
+def _syncbn_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    from probclr.syncbn import convert_to_global_bn
+
+    model = DDP(convert_to_global_bn(_bn_model()))
+    xa, xb = _data()
+    per = xa.shape[0] // world
+    mine = slice(rank * per, (rank + 1) * per)
+    both = torch.cat([xa[mine], xb[mine]])  # one forward of both views, as training does
+    za, zb = model(both).chunk(2)
+    loss = nt_xent_global(za, zb, 0.2)
+    loss.backward()
+    bn = model.module[2]
+    torch.save({"grads": [p.grad for p in model.parameters()], "mean": bn.running_mean, "var": bn.running_var},
+               f"{out_dir}/s{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_on_two_gloo_ranks_equals_batchnorm_on_the_global_batch(tmp_path):
+    """run.sync_bn on CPU (probclr.syncbn; nn.SyncBatchNorm is CUDA-only): BN statistics over the global batch
+    (the paper's global BN), so gradients and running statistics equal one process's BN on the concatenated
+    batch."""
+    world = 2
+    mp.spawn(_syncbn_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    model = _bn_model()
+    xa, xb = _data()
+    per = xa.shape[0] // world
+    # one process sees the global batch in the ranks' order: rank 0's views a, b, then rank 1's
+    both = torch.cat([torch.cat([xa[r * per:(r + 1) * per], xb[r * per:(r + 1) * per]]) for r in range(world)])
+    out = model(both)
+    za = torch.cat([out[2 * r * per:(2 * r + 1) * per] for r in range(world)])
+    zb = torch.cat([out[(2 * r + 1) * per:(2 * r + 2) * per] for r in range(world)])
+    nt_xent(za, zb, 0.2).backward()
+    for r in range(world):
+        got = torch.load(tmp_path / f"s{r}.pt", weights_only=True)
+        torch.testing.assert_close(got["mean"], model[2].running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got["var"], model[2].running_var, rtol=1e-5, atol=1e-6)
+        for g, p in zip(got["grads"], model.parameters(), strict=True):
+            torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_global_bn_in_one_process_is_batchnorm_and_keeps_state_dict_keys():
+    from probclr.syncbn import GlobalBatchNorm, convert_to_global_bn
+
+    ref = _bn_model()
+    ref[2].running_mean.fill_(0.5)
+    conv = convert_to_global_bn(_bn_model())
+    conv.load_state_dict(ref.state_dict())
+    assert isinstance(conv[2], GlobalBatchNorm) and list(conv.state_dict()) == list(ref.state_dict())
+    x = torch.randn(10, 3, 2, 2)
+    for train in (True, False):
+        ref.train(train)
+        conv.train(train)
+        torch.testing.assert_close(conv(x), ref(x))
+    torch.testing.assert_close(conv[2].running_var, ref[2].running_var)
+
+
+def test_single_process_global_new_loss_is_mc_infonce():
+    from probclr.losses import mc_infonce, mc_infonce_global
+
+    mu_a, mu_b = torch.randn(6, 4), torch.randn(6, 4)
+    k_a, k_b = torch.rand(6) * 50 + 1, torch.rand(6) * 50 + 1
+    torch.manual_seed(3)
+    got = mc_infonce_global(mu_a, k_a, mu_b, k_b, 0.3, 5, 0.01)
+    torch.manual_seed(3)
+    torch.testing.assert_close(got, mc_infonce(mu_a, k_a, mu_b, k_b, 0.3, 5, 0.01))
+
+
+def test_mc_infonce_from_samples_matches_mc_infonce_draws():
+    import torch.nn.functional as F
+
+    from probclr.distributions import PowerSpherical
+    from probclr.losses import mc_infonce, mc_infonce_from_samples
+
+    mu_a, mu_b = torch.randn(5, 3), torch.randn(5, 3)
+    k_a, k_b = torch.rand(5) * 20 + 1, torch.rand(5) * 20 + 1
+    torch.manual_seed(4)
+    z = PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]), dim=1), torch.cat([k_a, k_b])).rsample(torch.Size([3]))
+    torch.manual_seed(4)
+    torch.testing.assert_close(mc_infonce_from_samples(z[:, :5], z[:, 5:], 0.4), mc_infonce(mu_a, k_a, mu_b, k_b, 0.4, 3))
+
+
 def test_single_process_global_loss_is_nt_xent():
     a, b = torch.randn(6, 4), torch.randn(6, 4)
     torch.testing.assert_close(nt_xent_global(a, b, 0.3), nt_xent(a, b, 0.3))
@@ -88,5 +257,12 @@ def test_torchrun_two_processes_pretrain_and_checkpoint_loads_in_one(tmp_path):
     assert len(rows) == 2  # rank 0 alone writes the metrics
     model = load_model(out / "checkpoints" / "last.pt")  # a plain (not DDP-prefixed) state dict
     assert sum(p.numel() for p in model.parameters()) > 0
+    prob = tmp_path / "ddp-new-loss"  # --new-loss with global BN on 2 CPU processes
+    res = _torchrun(tmp_path, "--new-loss", "--set", "run.sync_bn=true", "--epochs", "1", "--batch-size", "64",
+                    "--out", str(prob))
+    assert res.returncode == 0, res.stderr[-3000:]
+    row = json.loads((prob / "metrics.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(row["loss"]) and row["kappa_q10"] <= row["kappa_q50"] <= row["kappa_q90"]
+    assert load_model(prob / "checkpoints" / "last.pt").head is not None  # loads into the plain model
     bad = _torchrun(tmp_path, "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "bad"))
     assert bad.returncode != 0 and "not divisible by the world size 2" in bad.stderr
