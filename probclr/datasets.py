@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +90,36 @@ def digits(size: int = 16) -> Splits:
 # CIFAR-10
 
 
+# Only what the official CIFAR-10 python batches (numpy arrays, lists, strings) need to be rebuilt: a batch
+# file crafted to run code when unpickled names some other callable and is refused (after the Python docs'
+# "Restricting Globals" recipe).
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5 arrays
+    ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never does")
+        return super().find_class(module, name)
+
+
+def _load_batch(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            entry = _BatchUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DataError(f"refusing to read CIFAR-10 batch {str(path)!r}: {err}") from err
+    if not isinstance(entry, dict) or "data" not in entry:
+        raise DataError(f"{str(path)!r} is not a CIFAR-10 batch (no 'data' array)")
+    return entry
+
+
 def _read_cifar_batches(root: Path) -> Splits:
     def read(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -96,9 +127,7 @@ def _read_cifar_batches(root: Path) -> Splits:
             path = root / name
             if not path.is_file():
                 raise DataError(f"CIFAR-10 batch file {str(path)!r} is missing")
-            with open(path, "rb") as fh:
-                # the official CIFAR-10 python format is a pickle of numpy arrays (read as torchvision does)
-                entry = pickle.load(fh, encoding="latin1")  # noqa: S301
+            entry = _load_batch(path)  # the official format is a pickle of numpy arrays; read restricted
             xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))

@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -131,6 +132,45 @@ def test_cifar_python_batches(tmp_path):
     with open(root / "test_batch", "rb") as fh:
         raw = pickle.load(fh)["data"]
     assert torch.equal(s.test.images[1].reshape(-1), torch.from_numpy(raw[1]))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar_batch_pickles_read_under_every_protocol(tmp_path, protocol):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name, n in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", 2)]:
+        entry = {"batch_label": "training batch 1 of 5", "labels": [1, 2], "filenames": [b"a.png", b"b.png"],
+                 "data": np.full((n, 3072), 7, dtype=np.uint8)}
+        with open(root / name, "wb") as fh:
+            pickle.dump(entry, fh, protocol=protocol)
+    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert s.train.images.shape == (10, 3, 32, 32) and int(s.train.images.max()) == 7
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
+    """The CIFAR-10 python batches are pickles: they are read with a restricted unpickler, so a batch file
+    crafted to run code is refused with one line naming the file, and its payload never runs."""
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    marker = tmp_path / "pwned"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(root / name, "wb") as fh:
+            pickle.dump({"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _Payload(marker)}, fh)
+    with pytest.raises(DataError, match=r"refusing to read CIFAR-10 batch .*data_batch_1.*posix.system") as err:
+        load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+    with open(root / "test_batch", "rb") as fh:
+        pickle.load(fh)  # noqa: S301 - an unrestricted load does run it: the payload is real
+    assert marker.exists()
 
 
 def test_limits_are_seeded_subsets(cifar_slice):
