@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import assemble_config, command_line, fail, user_errors
 from cli.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from probclr.config import Config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -43,6 +46,8 @@ def pretrain(
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/pretrain"),
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
     new_loss: Annotated[bool, typer.Option(help="probabilistic head + MC-InfoNCE likelihood loss")] = False,
+    nproc: Annotated[int | None, typer.Option(help="processes on this machine (DDP with global negatives, as "
+                                            "torchrun --nproc-per-node); optim.batch_size is the global batch")] = None,
 ) -> None:
     """Pretrain an encoder with SimCLR (NT-Xent) and write a run directory."""
     from probclr.train import Stopped
@@ -53,6 +58,9 @@ def pretrain(
         data__download=download or None, optim__epochs=epochs, optim__batch_size=batch_size,
         run__device=device, run__seed=seed, loss__name="mc_infonce" if new_loss else None,
     )
+    if nproc is not None and nproc != 1:
+        _launch(ctx, cfg, nproc)
+        return
     try:
         with ProgressBar("pretrain") as bar:
             result = run_pretrain(cfg, out, resume=resume, on_progress=bar.update, command=command_line(ctx))
@@ -62,6 +70,32 @@ def pretrain(
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     typer.echo(f"pretrained {result.epochs} epochs ({result.steps} steps, {result.wall_s:.0f} s), "
                f"final loss {loss}; run directory: {result.run_dir}")
+
+
+def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
+    """``pretrain --nproc N``: check the world once here, then start N ranks (probclr.launch)."""
+    import os
+    import shlex
+
+    from probclr.distributed import DistInfo
+    from probclr.launch import launch_local
+    from probclr.train import check_world
+
+    if nproc < 1:
+        fail(f"--nproc must be >= 1, got {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail("--nproc starts its own processes; under torchrun leave it out (torchrun sets the world size)")
+    check_world(cfg, DistInfo(0, nproc, 0))
+    if cfg.run.device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < nproc:
+            fail(f"--nproc {nproc} with --device cuda needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    words = shlex.split(" ".join(command_line(ctx)))[1:]
+    i = words.index("--nproc")
+    code = launch_local(words[:i] + words[i + 2:], nproc)
+    if code:
+        raise typer.Exit(code=code)
 
 
 FractionOpt = Annotated[list[float] | None, typer.Option("--fraction", "-f", help="label fraction in (0, 1]; repeat")]

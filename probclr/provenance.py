@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -55,4 +56,5 @@ def provenance(device: torch.device, command: list[str] | None = None) -> dict[s
         "device": device_name(device),
         "host": platform.node(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),  # processes (torchrun or --nproc)
     }

@@ -189,6 +189,65 @@ def test_sync_batchnorm_on_two_gloo_ranks_equals_batchnorm_on_the_global_batch(t
             torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_a_run_stopped_in_one_process_resumes_on_two(tmp_path):
+    """Resume across world sizes: a single-process run stopped mid-epoch (SIGTERM) continues under torchrun
+    with 2 processes (same global batch and shuffle, each rank its share); a world size that does not divide
+    the batch is refused in one line."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["pretrain", "--device", "cpu", "--set", "model.convnet_widths=[8, 16]", "--set", "model.proj_dim=16",
+            "--set", "optim.warmup_epochs=0", "--set", "run.num_threads=1", "--epochs", "3", "--batch-size", "64",
+            "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path.parent)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 143, err
+    before = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    res = _torchrun(tmp_path, *args[9:-2], "--resume", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert after["epoch"] == 3 and len(after["metrics"]) == 3 and "partial" not in after
+    assert after["metrics"][: before["epoch"]] == before["metrics"]  # the epochs done before are kept as they were
+
+
+@pytest.mark.slow
+def test_pretrain_nproc_launches_ranks_and_checks_the_world_first(tmp_path):
+    """`probclr pretrain --nproc 2`: the world is checked once in the parent (one line, exit 2), then two
+    ranks train with global negatives; under torchrun the per-rank error is the same one line."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    tiny = ["pretrain", "--device", "cpu", "--set", "model.convnet_widths=[8, 16]", "--set", "model.proj_dim=16",
+            "--set", "optim.warmup_epochs=0", "--set", "run.num_threads=1", "--epochs", "1"]
+    odd = "optim.batch_size 63 is not divisible by the world size 2"
+    for extra, match in ((["--nproc", "2", "--batch-size", "63"], odd),
+                         (["--nproc", "0"], "--nproc must be >= 1, got 0"),
+                         (["--nproc", "2", "--device", "cuda"], "GPU")):
+        res = CliRunner().invoke(app, [*tiny, *extra, "--out", str(tmp_path / "bad")])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and match in res.output, res.output
+        assert not (tmp_path / "bad").exists()
+    out = tmp_path / "two"
+    res = CliRunner().invoke(app, [*tiny, "--new-loss", "--nproc", "2", "--batch-size", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "provenance.json").read_text())["world_size"] == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    bad = _torchrun(tmp_path, "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "odd"))
+    assert bad.returncode != 0 and "error: optim.batch_size 63 is not divisible by the world size 2" in bad.stderr
+
+
 def test_global_bn_in_one_process_is_batchnorm_and_keeps_state_dict_keys():
     from probclr.syncbn import GlobalBatchNorm, convert_to_global_bn
 
