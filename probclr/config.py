@@ -88,6 +88,7 @@ class OptimConfig:
     warmup_epochs: float = 10.0  # linear warm-up, then cosine decay to 0 (per step)
     batch_size: int = 256
     epochs: int = 100
+    skip_nonfinite: int = 0  # skip (and count) up to this many steps whose loss is NaN/inf; 0 = stop at the first
     grad_cache_chunk: int | None = None  # views per chunk: full-batch NT-Xent gradient in less memory (gradcache.py)
 
 
@@ -315,6 +316,7 @@ def validate(cfg: Config) -> None:
     _check(a.strength >= 0, f"augment.strength must be >= 0, got {a.strength}")
     lo, hi = a.blur_sigma
     _check(0 < lo <= hi, f"augment.blur_sigma must satisfy 0 < min <= max, got {list(a.blur_sigma)}")
+    _check(cfg.optim.skip_nonfinite >= 0, f"optim.skip_nonfinite must be >= 0, got {cfg.optim.skip_nonfinite}")
     _check(0 < a.blur_kernel_frac <= 1, f"augment.blur_kernel_frac must be in (0, 1], got {a.blur_kernel_frac}")
     lo, hi = a.noise_std
     _check(0 <= lo <= hi <= 1, f"augment.noise_std must satisfy 0 <= min <= max <= 1, got {list(a.noise_std)}")

@@ -24,7 +24,7 @@ from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from probclr.config import Config, to_dict
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.distributed import DistInfo, barrier, init_from_env, mean_over_ranks
+from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks
 from probclr.errors import ConfigError, ProbclrError
 from probclr.gradcache import grad_cached_backward
 from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
@@ -109,6 +109,16 @@ def check_world(cfg: Config, info: DistInfo) -> None:
                           f" use a multiple of {info.world}")
     if cfg.optim.grad_cache_chunk:
         raise ConfigError("optim.grad_cache_chunk with several processes is not supported; use one or the other")
+
+
+def _finite_everywhere(loss: Tensor) -> bool:
+    """Whether the loss is finite on every rank (so that all ranks skip the same steps); a host sync."""
+    bad = (~torch.isfinite(loss.detach())).float()
+    if dist_info().world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(bad)
+    return not bool(bad > 0)
 
 
 def contrastive_loss(out: Tensor | Embedding, cfg: Config) -> tuple[Tensor, Tensor | None]:
@@ -244,6 +254,7 @@ def pretrain(
     # 4. epochs: shuffle on the device, two views per image, NT-Xent, optimiser step
     step = start_epoch * steps_per_epoch
     last_loss: float | None = history[-1]["loss"] if history else None
+    skipped = sum(int(h.get("skipped_steps", 0)) for h in history)  # non-finite steps skipped so far
     with StopSignal(enabled=info.world == 1) as stop:
         for epoch in range(start_epoch, cfg.optim.epochs):
             model.train()
@@ -251,6 +262,7 @@ def pretrain(
             loss_sum = torch.zeros((), device=device)
             kappas: list[Tensor] = []
             first = 0
+            epoch_skipped = 0
             if partial is None:
                 perm = torch.randperm(n, generator=gen, device=device)  # (N,)
             else:  # continue the epoch a stopped run left: its shuffle, its step, its running sums
@@ -258,6 +270,8 @@ def pretrain(
                 loss_sum += float(partial["loss_sum"])
                 kappas = [partial["kappas"].to(device)] if partial.get("kappas") is not None else []
                 step += first
+                epoch_skipped = int(partial.get("skipped", 0))
+                skipped += epoch_skipped
                 partial = None
             # several processes: each augments its share of every global batch with a generator of its own
             aug_gen = gen if info.world == 1 else make_generator(device, (cfg.run.seed * 100_003 + epoch) * 1024 + info.rank)
@@ -279,6 +293,18 @@ def pretrain(
                     out = head_out(step_fn, views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
                     loss, kappa = contrastive_loss(out, cfg)
                     loss.backward()
+                if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
+                    skipped += 1
+                    epoch_skipped += 1
+                    if skipped > cfg.optim.skip_nonfinite:
+                        raise TrainingError(
+                            f"loss was non-finite at {skipped} steps, the last at step {step + 1} (epoch {epoch + 1}),"
+                            f" more than optim.skip_nonfinite = {cfg.optim.skip_nonfinite}; the last good checkpoint"
+                            f" is {str(run.last)!r}"
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    continue
                 if kappa is not None:
                     kappas.append(kappa)
                 opt.step()
@@ -296,13 +322,15 @@ def pretrain(
                         on_progress(Progress(epoch + 1, step, total, value, rate, lr))
                 if stop.signal is not None and i + 1 < steps_per_epoch:
                     checkpoint(epoch, {"step_in_epoch": i + 1, "perm": perm.cpu(), "loss_sum": float(loss_sum),
+                                       "skipped": epoch_skipped,
                                        "kappas": torch.cat(kappas).cpu() if kappas else None})
                     raise Stopped(stop.signal, step, run.last)
             wall = time.perf_counter() - t0
-            last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch)
+            last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch - epoch_skipped)
             history.append({
                 "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
                 "images_per_s": (steps_per_epoch - first) * b / wall, "epoch_s": wall, **kappa_stats(kappas),
+                **({"skipped_steps": epoch_skipped} if cfg.optim.skip_nonfinite else {}),
             })
             checkpoint(epoch + 1)
 

@@ -1,3 +1,4 @@
+import math
 import pickle
 
 import pytest
@@ -83,6 +84,43 @@ def test_refuses_to_overwrite_or_resume_wrongly(tmp_path):
 def test_nan_loss_stops_with_the_step_named(tmp_path):
     cfg = load_config(None, [*TINY, "optim.epochs=2", "optim.lr=1e30", "optim.name=sgd"])
     with pytest.raises(TrainingError, match="at step"):
+        pretrain(cfg, tmp_path / "r")
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["epoch"] == 0  # last good one kept
+
+
+def _nan_every(monkeypatch, calls):
+    """Make the loss NaN at the given (0-based) training steps, as a numerical fault would."""
+    import probclr.train as train
+
+    real, count = train.contrastive_loss, {"n": 0}
+
+    def faulty(out, cfg):
+        loss, kappa = real(out, cfg)
+        n = count["n"]
+        count["n"] += 1
+        return (loss * float("nan"), kappa) if n in calls else (loss, kappa)
+
+    monkeypatch.setattr(train, "contrastive_loss", faulty)
+
+
+def test_nonfinite_steps_are_skipped_and_counted_when_configured(tmp_path, monkeypatch):
+    """optim.skip_nonfinite = K: up to K NaN steps are skipped (no update) and counted per epoch; weights stay
+    finite; without it the first NaN stops the run."""
+    _nan_every(monkeypatch, {1, 5, 30})
+    cfg = load_config(None, [*TINY, "optim.epochs=2", "optim.skip_nonfinite=3"])
+    pretrain(cfg, tmp_path / "r")
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    steps = state["step"] // 2  # steps per epoch
+    counts = [m["skipped_steps"] for m in state["metrics"]]
+    assert counts == [sum(c < steps for c in (1, 5, 30)), sum(steps <= c < 2 * steps for c in (1, 5, 30))]
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert all(math.isfinite(m["loss"]) for m in state["metrics"])
+
+
+def test_too_many_nonfinite_steps_stop_with_the_count(tmp_path, monkeypatch):
+    _nan_every(monkeypatch, {2, 4})
+    cfg = load_config(None, [*TINY, "optim.epochs=2", "optim.skip_nonfinite=1"])
+    with pytest.raises(TrainingError, match="non-finite at 2 steps, the last at step 5 .*skip_nonfinite = 1"):
         pretrain(cfg, tmp_path / "r")
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["epoch"] == 0  # last good one kept
 
