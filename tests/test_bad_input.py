@@ -68,9 +68,16 @@ CASES = [
     (["pretrain", "--set", "loss.kl_weight=-1", "--out", "{t}/p"], "kl_weight", ("p",)),
     (["pretrain", "--set", "eval.fractions=[0.0]", "--out", "{t}/p"], "eval.fractions", ("p",)),
     (["supervised", "--seeds", "0", "--out", "{t}/s"], "seeds", ("s",)),
+    (["pretrain", "--device", "cuda", "--out", "{t}/p"], "no CUDA device", ("p",)),
+    (["bench", "--set", "run.device=cuda", "--out", "{t}/b.json"], "no CUDA device", ("b.json",)),
 ]
 
 
 @pytest.mark.parametrize("args,match,created", CASES, ids=[" ".join(c[0][:2]) + f" #{i}" for i, c in enumerate(CASES)])
 def test_bad_input(places, args, match, created):
+    if match == "no CUDA device":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present: --device cuda is valid here")
     _check([a.replace("{t}", str(places)) for a in args], match, places, created)
