@@ -15,7 +15,7 @@ from torch import Tensor
 
 from probclr.checkpoint import file_digest
 from probclr.datasets import load_splits
-from probclr.features import load_model
+from probclr.features import as_float_rgb, load_model
 from probclr.heads import Embedding, SimCLRModel
 from probclr.io import atomic_torch_save
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
@@ -28,10 +28,7 @@ def embed_images(model: SimCLRModel, images: Tensor, batch_size: int = 512) -> d
     feats, mus, kappas = [], [], []
     model.eval()
     for chunk in images.split(batch_size):
-        x = chunk.float().div(255) if chunk.dtype == torch.uint8 else chunk.float()
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        h, out = model(x)
+        h, out = model(as_float_rgb(chunk))
         feats.append(h.float())
         if isinstance(out, Embedding):
             mus.append(out.mu)

@@ -5,26 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from clihelp import bad, ok
 from typer.testing import CliRunner
-
-from cli.main import app
 
 runner = CliRunner()
 TINY = ["--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16",
         "--set", "loss.samples=2", "--set", "eval.fractions=[0.1, 1.0]"]
 FAST = ["--seeds", "2", "--ambiguity-images", "60", "--map-points", "80", "--bayes-steps", "20"]
-
-
-def ok(args):
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, (res.output, res.exception)
-    return res.output
-
-
-def bad(args, match):
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
-    assert match in res.output and "Traceback" not in res.output, res.output
 
 
 @pytest.fixture(scope="module")

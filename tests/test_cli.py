@@ -1,28 +1,11 @@
 import json
 
 import pytest
+from clihelp import bad, ok
 from typer.testing import CliRunner
-
-from cli.main import app
 
 runner = CliRunner()
 TINY = ["--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16"]
-
-
-def ok(args):
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, (res.output, res.exception)
-    return res.output
-
-
-def bad(args, match):
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
-    err = res.stderr if hasattr(res, "stderr") and res.stderr else res.output
-    assert "Traceback" not in res.output
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert match in err, err
-    return lines
 
 
 @pytest.fixture(scope="module")
