@@ -73,12 +73,12 @@ def pretrain(
 
 
 def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
-    """``pretrain --nproc N``: check the world once here, then start N ranks (probclr.launch)."""
+    """``pretrain --nproc N``: check the world once here, then start N ranks (cli/launch.py)."""
     import os
     import shlex
 
+    from cli.launch import launch_local
     from probclr.distributed import DistInfo
-    from probclr.launch import launch_local
     from probclr.train import check_world
 
     if nproc < 1:
