@@ -39,9 +39,9 @@ def init_from_env(device_type: str) -> DistInfo:
 
 
 class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous. all_gather's backward hands the raw
-    gradient tensors to the backend (gloo's all-to-all), which reads a non-contiguous one in storage order:
-    wrong gradients whenever the gathered tensor is used through a transpose (found by the --new-loss test)."""
+    """Identity whose backward makes the incoming gradient contiguous. With gloo, all_gather's backward gives
+    wrong gradients for a non-contiguous incoming gradient (as when the gathered tensor is used through a
+    transpose; found by the --new-loss DDP test); made contiguous they are exact."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
