@@ -316,7 +316,6 @@ def validate(cfg: Config) -> None:
     _check(a.strength >= 0, f"augment.strength must be >= 0, got {a.strength}")
     lo, hi = a.blur_sigma
     _check(0 < lo <= hi, f"augment.blur_sigma must satisfy 0 < min <= max, got {list(a.blur_sigma)}")
-    _check(cfg.optim.skip_nonfinite >= 0, f"optim.skip_nonfinite must be >= 0, got {cfg.optim.skip_nonfinite}")
     _check(0 < a.blur_kernel_frac <= 1, f"augment.blur_kernel_frac must be in (0, 1], got {a.blur_kernel_frac}")
     lo, hi = a.noise_std
     _check(0 <= lo <= hi <= 1, f"augment.noise_std must satisfy 0 <= min <= max <= 1, got {list(a.noise_std)}")
@@ -343,6 +342,7 @@ def validate(cfg: Config) -> None:
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
     _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
     _check(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    _check(o.skip_nonfinite >= 0, f"optim.skip_nonfinite must be >= 0, got {o.skip_nonfinite}")
     if cfg.run.num_threads is not None:
         _check(cfg.run.num_threads >= 1, f"run.num_threads must be >= 1, got {cfg.run.num_threads}")
     _check(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from probclr.distributions import PowerSpherical
 
 
 def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
@@ -73,6 +77,13 @@ def _check_mc_args(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor,
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
 
 
+def _posterior(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor) -> PowerSpherical:
+    """The embedding posteriors of the 2N views, views a then views b, in float32."""
+    from probclr.distributions import PowerSpherical
+
+    return PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
+
+
 def _mc_log_likelihood(z: Tensor, anchors: Tensor | None, temperature: float) -> Tensor:
     """log (1/M) sum_m softmax_{pos(i)}(z_i^(m) . z_k^(m) / tau) for each anchor i.
 
@@ -112,15 +123,11 @@ def mc_infonce(
     mu and the loss is exactly ``nt_xent(mu_a, mu_b, temperature)``. See docs/probabilistic_loss.md.
     mu_*: (N, D) unit vectors; kappa_*: (N,) > 0.
     """
-    from probclr.distributions import PowerSpherical
-
     _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     n = mu_a.shape[0]
     if n < 2:
         raise ValueError(f"mc_infonce needs N >= 2 pairs, got N = {n}")
-    mu = F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1)  # (2N, D)
-    kappa = torch.cat([kappa_a, kappa_b]).float()  # (2N,)
-    posterior = PowerSpherical(mu, kappa)
+    posterior = _posterior(mu_a, kappa_a, mu_b, kappa_b)  # over (2N, D)
     z = posterior.rsample(torch.Size([samples]))  # (M, 2N, D)
     log_lik = _mc_log_likelihood(z, None, temperature)  # (2N,)
     if kl_weight == 0:
@@ -140,14 +147,13 @@ def mc_infonce_global(
     batch with the same draws (tested with gloo). With one process it is ``mc_infonce``.
     """
     from probclr.distributed import dist_info, gather_with_grad, local_rows
-    from probclr.distributions import PowerSpherical
 
     info = dist_info()
     if info.world == 1:
         return mc_infonce(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     b = mu_a.shape[0]
-    posterior = PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
+    posterior = _posterior(mu_a, kappa_a, mu_b, kappa_b)
     z = posterior.rsample(torch.Size([samples]))  # (M, 2B, D): this rank's draws, views a then b
     za = gather_with_grad(z[:, :b].transpose(0, 1)).transpose(0, 1)  # (M, WB, D) in rank order
     zb = gather_with_grad(z[:, b:].transpose(0, 1)).transpose(0, 1)

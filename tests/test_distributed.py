@@ -4,13 +4,13 @@ the concatenated batch."""
 import json
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from cli.launch import free_port
 from probclr.losses import nt_xent, nt_xent_global
 
 
@@ -24,34 +24,40 @@ def _data():
     return torch.randn(8, 3, 2, 2, generator=g), torch.randn(8, 3, 2, 2, generator=g)  # 8 pairs
 
 
-def _worker(rank, world, port, out_dir):
+def _join(rank, world, port, module):
+    """Join a gloo group of ``world`` processes; ``module`` wrapped in DDP and this rank's share of the pairs."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = DDP(_model())
     xa, xb = _data()
     per = xa.shape[0] // world
     mine = slice(rank * per, (rank + 1) * per)
-    loss = nt_xent_global(model(xa[mine]), model(xb[mine]), 0.2)
+    return DDP(module), xa[mine], xb[mine]
+
+
+def _finish(rank, world, out_dir, loss, model, **extra):
+    """Backward, then save the mean loss over ranks (= the global loss) and this rank's gradients."""
+    import torch.distributed as dist
+
     loss.backward()
     total = loss.detach().clone()
     dist.all_reduce(total)  # sum over ranks = world * global loss
-    torch.save({"loss": total / world, "grads": [p.grad for p in model.parameters()]}, f"{out_dir}/r{rank}.pt")
+    torch.save({"loss": total / world, "grads": [p.grad for p in model.parameters()], **extra},
+               f"{out_dir}/r{rank}.pt")
     dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank, world, port, out_dir):
+    model, xa, xb = _join(rank, world, port, _model())
+    _finish(rank, world, out_dir, nt_xent_global(model(xa), model(xb), 0.2), model)
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_on_the_concatenated_batch(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     model = _model()
     xa, xb = _data()
     ref = nt_xent(model(xa), model(xb), 0.2)
@@ -82,26 +88,12 @@ M, KL = 4, 0.01
 
 
 def _mc_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     from probclr.losses import mc_infonce_global
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    model = DDP(_ProbHead())
-    xa, xb = _data()
-    per = xa.shape[0] // world
-    mine = slice(rank * per, (rank + 1) * per)
-    (mu_a, k_a), (mu_b, k_b) = model(xa[mine]), model(xb[mine])
+    model, xa, xb = _join(rank, world, port, _ProbHead())
+    (mu_a, k_a), (mu_b, k_b) = model(xa), model(xb)
     torch.manual_seed(100 + rank)  # each rank's own Monte-Carlo draws
-    loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, 0.2, M, KL)
-    loss.backward()
-    total = loss.detach().clone()
-    dist.all_reduce(total)
-    torch.save({"loss": total / world, "grads": [p.grad for p in model.parameters()]}, f"{out_dir}/r{rank}.pt")
-    dist.destroy_process_group()
+    _finish(rank, world, out_dir, mc_infonce_global(mu_a, k_a, mu_b, k_b, 0.2, M, KL), model)
 
 
 @pytest.mark.slow
@@ -114,7 +106,7 @@ def test_new_loss_on_two_gloo_ranks_equals_one_process_with_the_same_draws(tmp_p
     from probclr.losses import mc_infonce_from_samples
 
     world = 2
-    mp.spawn(_mc_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_mc_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     model = _ProbHead()
     xa, xb = _data()
     per = xa.shape[0] // world
@@ -143,26 +135,12 @@ def _bn_model():
 
 
 def _syncbn_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
     from probclr.syncbn import convert_to_global_bn
 
-    model = DDP(convert_to_global_bn(_bn_model()))
-    xa, xb = _data()
-    per = xa.shape[0] // world
-    mine = slice(rank * per, (rank + 1) * per)
-    both = torch.cat([xa[mine], xb[mine]])  # one forward of both views, as training does
-    za, zb = model(both).chunk(2)
-    loss = nt_xent_global(za, zb, 0.2)
-    loss.backward()
+    model, xa, xb = _join(rank, world, port, convert_to_global_bn(_bn_model()))
+    za, zb = model(torch.cat([xa, xb])).chunk(2)  # one forward of both views, as training does
     bn = model.module[2]
-    torch.save({"grads": [p.grad for p in model.parameters()], "mean": bn.running_mean, "var": bn.running_var},
-               f"{out_dir}/s{rank}.pt")
-    dist.destroy_process_group()
+    _finish(rank, world, out_dir, nt_xent_global(za, zb, 0.2), model, mean=bn.running_mean, var=bn.running_var)
 
 
 @pytest.mark.slow
@@ -171,7 +149,7 @@ def test_sync_batchnorm_on_two_gloo_ranks_equals_batchnorm_on_the_global_batch(t
     (the paper's global BN), so gradients and running statistics equal one process's BN on the concatenated
     batch."""
     world = 2
-    mp.spawn(_syncbn_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_syncbn_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     model = _bn_model()
     xa, xb = _data()
     per = xa.shape[0] // world
@@ -182,7 +160,7 @@ def test_sync_batchnorm_on_two_gloo_ranks_equals_batchnorm_on_the_global_batch(t
     zb = torch.cat([out[(2 * r + 1) * per:(2 * r + 2) * per] for r in range(world)])
     nt_xent(za, zb, 0.2).backward()
     for r in range(world):
-        got = torch.load(tmp_path / f"s{r}.pt", weights_only=True)
+        got = torch.load(tmp_path / f"r{r}.pt", weights_only=True)
         torch.testing.assert_close(got["mean"], model[2].running_mean, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got["var"], model[2].running_var, rtol=1e-5, atol=1e-6)
         for g, p in zip(got["grads"], model.parameters(), strict=True):
@@ -298,7 +276,7 @@ def _torchrun(tmp_path, *args):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "cli.main", "pretrain", "--device", "cpu", "--set", "model.convnet_widths=[8, 16]",
            "--set", "model.proj_dim=16", "--set", "optim.warmup_epochs=0", "--set", "run.num_threads=1", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
