@@ -25,8 +25,9 @@ from probclr.errors import ProbclrError
 from probclr.features import load_model
 from probclr.fractions import label_subset
 from probclr.io import atomic_write_json, atomic_write_text
+from probclr.knn import train_knn_probe
 from probclr.metrics import score
-from probclr.probes import LinearProbe, knn_probs, train_linear_probe
+from probclr.probes import LinearProbe, train_linear_probe
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
@@ -52,7 +53,7 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def probe_analysis(
-    emb: dict[str, Any], cfg: Config, seeds: int, bayes_steps: int
+    emb: dict[str, Any], cfg: Config, seeds: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, LinearProbe]:
     """Per fraction and label seed: plain / temperature-scaled / Bayesian linear probe scores on the test set,
     reliability data (seed 0), and the misclassification AUROC / AURC of every certainty score."""
@@ -67,20 +68,20 @@ def probe_analysis(
             idx = label_subset(ty, fraction, seed)
             x, y = tx[idx], ty[idx]
             t0 = time.perf_counter()
-            probe = train_linear_probe(x, y, num_classes, ev.weight_decays, ev.holdout, seed, ev.max_iter)
+            probe = train_linear_probe(x, y, num_classes, ev.weight_decays, ev.holdout, seed, ev.max_iter, ev.probe_tol)
             temp = heldout_temperature(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)
             t1 = time.perf_counter()
-            bayes = BayesianProbe(x, y, num_classes, probe, steps=bayes_steps, seed=seed)
+            bayes = BayesianProbe(x, y, num_classes, probe)
             t2 = time.perf_counter()
             logits = probe.logits(vx.float())
             variants = {"linear": torch.softmax(logits, 1), "linear + temperature": torch.softmax(logits / temp, 1),
-                        "Bayesian linear (Pyro SVI)": bayes.probs(vx, seed=seed)}
+                        "Bayesian linear (Laplace)": bayes.probs(vx, seed=seed)}
             for name, probs in variants.items():
                 s = score(probs, vy)
                 cal.append({"probe": name, "fraction": fraction, "seed": seed, "labels": int(idx.numel()),
                             "accuracy": s.accuracy, "nll": s.nll, "ece": s.ece, "brier": s.brier,
                             "temperature": temp if "temperature" in name else float("nan"),
-                            "fit_s": (t1 - t0) if name != "Bayesian linear (Pyro SVI)" else t2 - t1})
+                            "fit_s": (t1 - t0) if name != "Bayesian linear (Laplace)" else t2 - t1})
                 if seed == 0:
                     r = reliability(probs, vy)
                     r["probe"], r["fraction"] = name, fraction
@@ -89,7 +90,8 @@ def probe_analysis(
             error = (probs.argmax(1) != vy).numpy()
             scores = dict(baseline_certainties(probs))
             scores["feature_norm"] = vx.double().norm(dim=1)
-            knn = knn_probs(x, y, vx, num_classes, ev.knn_k, ev.knn_temperature)
+            knn = train_knn_probe(x, y, num_classes, ev.knn_k, ev.knn_max_share, ev.knn_temperature, ev.holdout,
+                                  seed).probs(vx)
             scores["knn_agreement"] = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
             if "test.kappa" in emb:
                 scores = {"kappa": emb["test.kappa"].double(), **scores}
@@ -104,7 +106,7 @@ def probe_analysis(
 
 def analyze_run(
     run_dir: str | Path, command: list[str], cifar10h: str | None = None, cifar10h_order: str | None = None,
-    seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000, bayes_steps: int = 1000,
+    seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000,
     data_dir: str | None = None,
 ) -> Path:
     """Everything of the uncertainty analysis for one run; returns ``RUN/analysis``."""
@@ -119,13 +121,13 @@ def analyze_run(
     emb = load_embeddings(run, ckpt)
     human = None
     if cifar10h is not None:  # validate before the long work
-        human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg), cifar10h_order)
+        human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg.data), cifar10h_order)
     out = run.root / "analysis"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    cal, rel, unc, best_probe = probe_analysis(emb, cfg, seeds or cfg.eval.seeds, bayes_steps)
+    cal, rel, unc, best_probe = probe_analysis(emb, cfg, seeds or cfg.eval.seeds)
     timings["probes_s"] = time.perf_counter() - t
     for name, df in (("calibration", cal), ("reliability", rel), ("uncertainty", unc)):
         _csv(df, out / f"{name}.csv")
@@ -177,7 +179,7 @@ def analyze_run(
     atomic_write_json(out / "analysis.json", {
         "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb["checkpoint_sha256"],
         "loss": cfg.loss.name, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
-        "ambiguity_images": n_amb, "map_points": int(sel.numel()), "bayes_steps": bayes_steps,
+        "ambiguity_images": n_amb, "map_points": int(sel.numel()),
         "cifar10h": cifar10h, "timings": timings, "provenance": provenance(torch.device("cpu"), command),
     })
     return out

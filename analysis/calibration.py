@@ -43,7 +43,7 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
 
 
 def heldout_temperature(
-    x: Tensor, y: Tensor, num_classes: int, probe: LinearProbe, holdout: float, seed: int, max_iter: int = 300,
+    x: Tensor, y: Tensor, num_classes: int, probe: LinearProbe, holdout: float, seed: int, max_iter: int = 2000,
 ) -> float:
     """The temperature for ``probe`` (fit on all of the labeled subset x, y), estimated without the test set:
     refit the same probe (same weight decay) on (1 - holdout) of the subset and fit T on the held-out rest."""
@@ -51,6 +51,6 @@ def heldout_temperature(
     if hold_idx.numel() < 2:
         return 1.0
     mean, std = _standardise(x[fit_idx].float())
-    w, b = fit_logistic((x[fit_idx].float() - mean) / std, y[fit_idx], num_classes, probe.weight_decay, max_iter)
-    logits = ((x[hold_idx].float() - mean) / std) @ w + b
+    fit = fit_logistic((x[fit_idx].float() - mean) / std, y[fit_idx], num_classes, probe.weight_decay, max_iter)
+    logits = ((x[hold_idx].float() - mean) / std) @ fit.weight + fit.bias
     return fit_temperature(logits, y[hold_idx])

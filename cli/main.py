@@ -100,6 +100,9 @@ def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
 
 FractionOpt = Annotated[list[float] | None, typer.Option("--fraction", "-f", help="label fraction in (0, 1]; repeat")]
 SeedsOpt = Annotated[int | None, typer.Option(help="label subsets per fraction (mean ± std)")]
+SplitOpt = Annotated[str, typer.Option(help="score on test (reported numbers) or val (every choice)")]
+# data settings that evaluation may change: which labeled images form the validation split, where the data is
+EVALUATE_DATA_KEYS = ("data.val_size", "data.val_seed", "data.data_dir", "data.cache_dir")
 
 
 @app.command()
@@ -114,6 +117,7 @@ def evaluate(
     data_dir: DataDirOpt = None,
     method: Annotated[str, typer.Option(help="label for the result rows")] = "simclr",
     finetune: Annotated[bool, typer.Option(help="also fine-tune the whole encoder on each labeled subset")] = False,
+    split: SplitOpt = "test",
     set_: SetOpt = None,
 ) -> None:
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
@@ -128,9 +132,15 @@ def evaluate(
     from probclr.config import parse_override
 
     updates = dict(parse_override(o) for o in (set_ or []))
-    updates.update({k: v for k, v in flags.items() if v})
-    cfg = merge(base, updates).eval
-    rows, path = evaluate_run(run, cfg, ckpt, str(data_dir) if data_dir else None, method, command_line(ctx), finetune)
+    fixed = [k for k in updates if not k.startswith("eval.") and k not in EVALUATE_DATA_KEYS]
+    if fixed:
+        fail(f"evaluate cannot change {fixed[0]} (the run's checkpoint fixes it); it takes eval.* and "
+             f"{', '.join(EVALUATE_DATA_KEYS)}")
+    updates.update({k: v for k, v in flags.items() if v is not None and v != []})
+    if data_dir:
+        updates["data.data_dir"] = str(data_dir)
+    merged = merge(base, updates)
+    rows, path = evaluate_run(run, merged.eval, ckpt, None, method, command_line(ctx), finetune, split, merged.data)
     typer.echo(format_table(rows))
     typer.echo(f"results: {path} (and results.csv)")
 
@@ -148,6 +158,9 @@ def supervised(
     steps: Annotated[int | None, typer.Option(help="optimiser steps per fraction")] = None,
     device: DeviceOpt = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/supervised"),
+    split: SplitOpt = "test",
+    tune: Annotated[bool, typer.Option(help="choose lr / weight decay / steps per fraction on the validation split"
+                                             " (supervised.grid_*)")] = False,
 ) -> None:
     """Supervised baseline: the same encoder trained from scratch on each label fraction."""
     from analysis.tables import format_table
@@ -157,7 +170,9 @@ def supervised(
         config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
         eval__fractions=fraction or None, eval__seeds=seeds, supervised__steps=steps, run__device=device,
     )
-    rows, path = run_supervised(cfg, out, cfg.eval.fractions, cfg.eval.seeds, command_line(ctx))
+    if tune and steps is not None:
+        fail("--steps fixes the step count; with --tune set the candidates with --set supervised.grid_steps=[...]")
+    rows, path = run_supervised(cfg, out, cfg.eval.fractions, cfg.eval.seeds, command_line(ctx), split, tune)
     typer.echo(format_table(rows))
     typer.echo(f"results: {path} (and results.csv)")
 
@@ -186,7 +201,6 @@ def analyze(
     cifar10h_order: Annotated[Path | None, typer.Option(help=".npy: the CIFAR-10H row of every test image")] = None,
     ambiguity_images: Annotated[int, typer.Option(min=3, help="test images for the crop / corruption study")] = 10000,
     map_points: Annotated[int, typer.Option(min=10, help="test points in the t-SNE / UMAP maps")] = 2000,
-    bayes_steps: Annotated[int, typer.Option(min=1, help="SVI steps of the Bayesian probe")] = 1000,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
@@ -194,7 +208,7 @@ def analyze(
 
     out = analyze_run(run, command_line(ctx), str(cifar10h) if cifar10h else None,
                       str(cifar10h_order) if cifar10h_order else None, seeds, ambiguity_images, map_points,
-                      bayes_steps, str(data_dir) if data_dir else None)
+                      str(data_dir) if data_dir else None)
     typer.echo(f"analysis: {out} (tables *.csv, figures/, analysis.json)")
 
 

@@ -28,6 +28,10 @@ class DataConfig:
     cache_dir: str | None = None  # decoded uint8 tensors; default $PROBCLR_CACHE_DIR or ~/.cache/probclr
     train_limit: int | None = None  # use a seeded random subset of this many training images (quick runs)
     test_limit: int | None = None  # ... and of this many test images
+    # labeled training images held out of the label pool to choose every hyper-parameter on (never the test
+    # set); None = 5,000 on CIFAR-10, 10 % of the labeled training set otherwise; 0 = none. Stratified.
+    val_size: int | None = None
+    val_seed: int = 0  # which images form the validation split
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,11 @@ class EvalConfig:
     probes: tuple[str, ...] = ("linear", "knn")  # any of linear, mlp, knn
     weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)  # linear-probe grid, chosen on held-out
     holdout: float = 0.2  # share of the labeled subset held out to choose weight decay
-    max_iter: int = 150  # L-BFGS iterations of the linear probe (BENCHMARKS.md: same accuracy as sklearn)
-    knn_k: int = 200
-    knn_temperature: float = 0.07  # Wu et al. 2018 weighting exp(sim / T)
+    max_iter: int = 2000  # cap on the linear probe's L-BFGS iterations; it stops at probe_tol (recorded)
+    probe_tol: float = 1e-7  # ... when the largest gradient entry of its objective is below this
+    knn_k: int = 20  # neighbours, at most knn_max_share of the labeled bank
+    knn_max_share: float = 0.1
+    knn_temperature: float | None = None  # vote weighting exp(sim / T) (Wu et al. 2018); None = fit on holdout NLL
     mlp_hidden: int = 512
     mlp_epochs: int = 100
     batch_size: int = 512  # feature extraction batch
@@ -131,6 +137,10 @@ class SupervisedConfig:
     weight_decay: float = 5e-4
     pad: int = 4  # random crop with this zero padding, then horizontal flip
     finetune_lr_scale: float = 0.1  # encoder lr multiplier when fine-tuning a pretrained encoder
+    # `probclr supervised --tune`: lr x weight_decay x steps chosen per fraction on the validation split
+    grid_lr: tuple[float, ...] = (0.05, 0.1, 0.2)
+    grid_weight_decay: tuple[float, ...] = (5e-4, 5e-3)
+    grid_steps: tuple[int, ...] = (2000,)
 
 
 @dataclass(frozen=True)
@@ -354,7 +364,15 @@ def validate(cfg: Config) -> None:
         _check(p in ("linear", "mlp", "knn"), f"eval.probes items must be linear, mlp or knn, got {p!r}")
     _check(0 < e.holdout < 1, f"eval.holdout must be in (0, 1), got {e.holdout}")
     _check(e.knn_k >= 1, f"eval.knn_k must be >= 1, got {e.knn_k}")
-    _check(e.knn_temperature > 0, f"eval.knn_temperature must be > 0, got {e.knn_temperature}")
+    _check(e.knn_temperature is None or 1e-4 <= e.knn_temperature <= 100,
+           f"eval.knn_temperature must be in [1e-4, 100] (or null: fitted on the holdout), got {e.knn_temperature}")
+    _check(0 < e.knn_max_share <= 1, f"eval.knn_max_share must be in (0, 1], got {e.knn_max_share}")
+    _check(1 <= e.max_iter <= 100_000, f"eval.max_iter must be in [1, 100000], got {e.max_iter}")
+    _check(0 < e.probe_tol < 1, f"eval.probe_tol must be in (0, 1), got {e.probe_tol}")
+    d = cfg.data
+    _check(d.val_size is None or 0 <= d.val_size <= 10**9,
+           f"data.val_size must be >= 0 (or null: the default), got {d.val_size}")
+    _check(0 <= d.val_seed < 2**31, f"data.val_seed must be in [0, 2^31), got {d.val_seed}")
     _check(all(w >= 0 for w in e.weight_decays) and len(e.weight_decays) > 0,
            f"eval.weight_decays must be non-negative and non-empty, got {list(e.weight_decays)}")
     s = cfg.supervised
@@ -363,6 +381,12 @@ def validate(cfg: Config) -> None:
     _check(s.batch_size >= 2, f"supervised.batch_size must be >= 2, got {s.batch_size}")
     _check(s.lr > 0, f"supervised.lr must be > 0, got {s.lr}")
     _check(s.pad >= 0, f"supervised.pad must be >= 0, got {s.pad}")
+    _check(len(s.grid_lr) > 0 and all(0 < v <= 100 for v in s.grid_lr),
+           f"supervised.grid_lr must be non-empty values in (0, 100], got {list(s.grid_lr)}")
+    _check(len(s.grid_weight_decay) > 0 and all(0 <= v <= 1 for v in s.grid_weight_decay),
+           f"supervised.grid_weight_decay must be non-empty values in [0, 1], got {list(s.grid_weight_decay)}")
+    _check(len(s.grid_steps) > 0 and all(1 <= v <= 10**7 for v in s.grid_steps),
+           f"supervised.grid_steps must be non-empty values in [1, 1e7], got {list(s.grid_steps)}")
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -37,6 +37,8 @@ class Splits(NamedTuple):
     pretrain: ImageSet  # what self-supervised pretraining sees (labels unused)
     train: ImageSet  # the labeled training set that label fractions are drawn from
     test: ImageSet  # held-out evaluation set, never used for fitting or model selection
+    # labeled images held out of the label pool for every choice (probclr.validation); None before carving
+    val: ImageSet | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def _fingerprint(parts: list[str], root: Path) -> str:
 def _pack(s: Splits) -> dict[str, object]:
     out: dict[str, object] = {"pretrain_is_train": s.pretrain is s.train}  # stored once, not twice
     for name, part in s._asdict().items():
-        if name == "pretrain" and s.pretrain is s.train:
+        if part is None or (name == "pretrain" and s.pretrain is s.train):
             continue
         out[f"{name}.images"], out[f"{name}.labels"] = part.images, part.labels
         out[f"{name}.classes"] = list(part.classes)

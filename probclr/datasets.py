@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from probclr.config import DataConfig
 from probclr.data import ImageSet, Splits, cached, read_image_folder
 from probclr.errors import DataError
+from probclr.validation import hold_out_validation
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -21,7 +22,8 @@ CIFAR10_CLASSES = (
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """The dataset named by ``cfg.dataset``, decoded once and cached, then limited if asked."""
+    """The dataset named by ``cfg.dataset``, decoded once and cached, limited if asked, with the
+    validation split carved out of the labeled training images (``Splits.val``)."""
     if cfg.dataset == "digits":
         s = digits()
     elif cfg.dataset == "cifar10":
@@ -30,7 +32,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         s = stl10(cfg)
     else:
         s = imagefolder(cfg)
-    return limit(s, cfg.train_limit, cfg.test_limit)
+    return hold_out_validation(limit(s, cfg.train_limit, cfg.test_limit), cfg)
 
 
 def _take(part: ImageSet, n: int | None, seed: int) -> ImageSet:

@@ -42,7 +42,8 @@ def embed_images(model: SimCLRModel, images: Tensor, batch_size: int = 512) -> d
 
 
 def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: str | None = None) -> Path:
-    """Write ``run_dir/embeddings/<checkpoint>.pt`` (train.* and test.* tensors, labels, classes, digest)."""
+    """Write ``run_dir/embeddings/<checkpoint>.pt`` (train.* (label pool), val.* and test.* tensors, labels,
+    classes, digest)."""
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
     cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
@@ -50,7 +51,10 @@ def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: s
     splits = load_splits(data_cfg)
     model = load_model(ckpt)
     out: dict[str, object] = {"checkpoint_sha256": file_digest(ckpt), "classes": list(splits.train.classes)}
-    for name, part in (("train", splits.train), ("test", splits.test)):
+    parts = [("train", splits.train), ("test", splits.test)]
+    if splits.val is not None and splits.val.images.shape[0] > 0:
+        parts.append(("val", splits.val))  # the validation split: for choices made by analyze (never test)
+    for name, part in parts:
         for key, value in embed_images(model, part.images, cfg.eval.batch_size).items():
             out[f"{name}.{key}"] = value
         out[f"{name}.labels"] = part.labels.clone()

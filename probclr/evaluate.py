@@ -7,42 +7,63 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from probclr.config import Config, EvalConfig
-from probclr.data import Splits
+from probclr.config import Config, DataConfig, EvalConfig
+from probclr.data import ImageSet, Splits
 from probclr.datasets import load_splits
 from probclr.errors import ProbclrError
 from probclr.features import Features, cached_features
 from probclr.fractions import check_fraction, label_subset
+from probclr.knn import train_knn_probe
 from probclr.metrics import score
-from probclr.probes import knn_probs, train_linear_probe, train_mlp_probe
+from probclr.probes import train_linear_probe, train_mlp_probe
 from probclr.provenance import provenance
 from probclr.results import ResultRow, save_results
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
+SPLITS = ("test", "val")
+
 
 def probe_rows(feats: Features, cfg: EvalConfig, method: str, num_classes: int) -> list[ResultRow]:
-    """Every probe at every fraction and label-subset seed; fit on the subset, scored on the test set."""
+    """Every probe at every fraction and label-subset seed; fit on the subset, scored on the evaluated split."""
     rows: list[ResultRow] = []
     for fraction in cfg.fractions:
         for seed in range(cfg.seeds):
             idx = label_subset(feats.train_y, fraction, seed)
             x, y = feats.train_x[idx], feats.train_y[idx]
             n = int(idx.numel())
-            if "linear" in cfg.probes:
-                p = train_linear_probe(x, y, num_classes, cfg.weight_decays, cfg.holdout, seed, cfg.max_iter)
-                s = score(p.probs(feats.test_x), feats.test_y)
-                rows.append(ResultRow.of(method, "linear", fraction, seed, n, s, f"wd={p.weight_decay:g} ({p.selection})"))
-            if "mlp" in cfg.probes:
-                m = train_mlp_probe(x, y, num_classes, cfg.mlp_hidden, cfg.mlp_epochs, seed)
-                with torch.no_grad():
-                    probs = torch.softmax(m(feats.test_x), dim=1)
-                rows.append(ResultRow.of(method, "mlp", fraction, seed, n, score(probs, feats.test_y)))
-            if "knn" in cfg.probes:
-                probs = knn_probs(x, y, feats.test_x, num_classes, cfg.knn_k, cfg.knn_temperature)
-                rows.append(ResultRow.of(method, "knn", fraction, seed, n, score(probs, feats.test_y),
-                                         f"k={min(cfg.knn_k, n)}, T={cfg.knn_temperature:g}"))
+            for probe in cfg.probes:
+                probs, detail = fit_and_predict(probe, x, y, feats.test_x, num_classes, cfg, seed)
+                rows.append(ResultRow.of(method, probe, fraction, seed, n, score(probs, feats.test_y), detail))
     return rows
+
+
+def fit_and_predict(
+    probe: str, x: Tensor, y: Tensor, query: Tensor, num_classes: int, cfg: EvalConfig, seed: int,
+) -> tuple[Tensor, str]:
+    """Fit one probe on the labeled subset (x (N, D), y (N,)); (N_query, C) probabilities and a description."""
+    if probe == "linear":
+        p = train_linear_probe(x, y, num_classes, cfg.weight_decays, cfg.holdout, seed, cfg.max_iter, cfg.probe_tol)
+        return p.probs(query), p.describe()
+    if probe == "mlp":
+        m = train_mlp_probe(x, y, num_classes, cfg.mlp_hidden, cfg.mlp_epochs, seed)
+        with torch.no_grad():
+            return torch.softmax(m(query), dim=1), ""
+    k = train_knn_probe(x, y, num_classes, cfg.knn_k, cfg.knn_max_share, cfg.knn_temperature, cfg.holdout, seed)
+    return k.probs(query), k.describe()
+
+
+def evaluated_split(splits: Splits, split: str) -> ImageSet:
+    """The images a command scores: the test set, or the validation split (then test is never read)."""
+    if split not in SPLITS:
+        raise ProbclrError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "test":
+        return splits.test
+    if splits.val is None or splits.val.images.shape[0] == 0:
+        raise ProbclrError("there is no validation split (data.val_size is 0 or the training set has no labels);"
+                           " set data.val_size > 0 to evaluate with --split val")
+    return splits.val
 
 
 def num_classes_of(splits: Splits) -> int:
@@ -61,7 +82,7 @@ def check_fractions_possible(labels: torch.Tensor, fractions: tuple[float, ...])
 
 
 def finetune_rows(
-    ckpt: Path, splits: Splits, cfg: EvalConfig, method: str, num_classes: int, run_cfg: Config,
+    ckpt: Path, splits: Splits, evaluated: ImageSet, cfg: EvalConfig, method: str, num_classes: int, run_cfg: Config,
 ) -> list[ResultRow]:
     """Semi-supervised fine-tuning: the pretrained encoder plus a linear layer, all trained on the labeled
     subset (encoder lr scaled by ``supervised.finetune_lr_scale``); reported apart from frozen probes."""
@@ -80,35 +101,50 @@ def finetune_rows(
             model = Classifier(encoder, num_classes)
             model = train_classifier(run_cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device,
                                      encoder_lr_scale=run_cfg.supervised.finetune_lr_scale)
-            s = score(predict(model, splits.test.images, device), splits.test.labels)
+            s = score(predict(model, evaluated.images, device), evaluated.labels)
             rows.append(ResultRow.of(method, "finetune", fraction, seed, int(idx.numel()), s))
     return rows
 
 
 def evaluate_run(
     run_dir: Path, cfg: EvalConfig | None = None, checkpoint: Path | None = None, data_dir: str | None = None,
-    method: str = "simclr", command: list[str] | None = None, finetune: bool = False,
+    method: str = "simclr", command: list[str] | None = None, finetune: bool = False, split: str = "test",
+    data: DataConfig | None = None,
 ) -> tuple[list[ResultRow], Path]:
-    """Extract (or reuse) features of ``checkpoint`` (default: the run's last) and run every probe."""
+    """Extract (or reuse) features of ``checkpoint`` (default: the run's last) and run every probe, scored on
+    ``split`` (test, or val for every choice). Results: ``eval/<checkpoint>/results.json`` (test) or
+    ``eval/<checkpoint>/val/results.json``."""
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
     state = load_run_checkpoint(run, ckpt)
     run_cfg = config_from_checkpoint(state)
     cfg = cfg or run_cfg.eval
-    data_cfg = run_cfg.data if data_dir is None else dataclasses.replace(run_cfg.data, data_dir=data_dir)
+    data_cfg = data or run_cfg.data
+    if data_dir is not None:
+        data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
     t0 = time.perf_counter()
     splits = load_splits(data_cfg)
     num_classes = num_classes_of(splits)
+    evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, cfg.fractions)
-    feats = cached_features(run.root, ckpt, splits, cfg.batch_size)
+    feats = cached_features(run.root, ckpt, splits.train, evaluated, cfg.batch_size)
     rows = probe_rows(feats, cfg, method, num_classes)
     if finetune:
-        rows += finetune_rows(ckpt, splits, cfg, method, num_classes, run_cfg)
+        rows += finetune_rows(ckpt, splits, evaluated, cfg, method, num_classes, run_cfg)
     meta = {
         "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": feats.checkpoint_sha256,
         "checkpoint_epoch": int(state.get("epoch", -1)), "eval_config": dataclasses.asdict(cfg),
         "run_config": state["config"], "provenance": provenance(torch.device("cpu"), command),
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": time.perf_counter() - t0, "split": split, "split_sizes": split_sizes(splits),
+        "data_config": dataclasses.asdict(data_cfg),
     }
-    out = save_results(run.root / "eval" / ckpt.stem, rows, meta)
+    out_dir = run.root / "eval" / ckpt.stem
+    out = save_results(out_dir if split == "test" else out_dir / split, rows, meta)
     return rows, out
+
+
+def split_sizes(splits: Splits) -> dict[str, int]:
+    """Image counts of every split (recorded beside results: the label pool excludes the validation split)."""
+    val = 0 if splits.val is None else int(splits.val.images.shape[0])
+    return {"pretrain": int(splits.pretrain.images.shape[0]), "label_pool": int(splits.train.images.shape[0]),
+            "val": val, "test": int(splits.test.images.shape[0])}

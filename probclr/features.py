@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -10,17 +11,19 @@ from torch import Tensor, nn
 
 from probclr.backbones import Encoder
 from probclr.checkpoint import CheckpointError, file_digest, load_checkpoint
-from probclr.data import Splits
+from probclr.data import ImageSet
 from probclr.heads import SimCLRModel
 from probclr.io import atomic_torch_save
 from probclr.rundir import config_from_checkpoint
 
+_FEATURES_VERSION = "2"
+
 
 class Features(NamedTuple):
-    train_x: Tensor  # (N_train, D) representation h of the clean labeled training images
+    train_x: Tensor  # (N_train, D) representation h of the clean label-pool images
     train_y: Tensor  # (N_train,)
-    test_x: Tensor  # (N_test, D)
-    test_y: Tensor  # (N_test,)
+    test_x: Tensor  # (N_eval, D) the evaluated split: test, or validation with --split val
+    test_y: Tensor  # (N_eval,)
     checkpoint_sha256: str
 
 
@@ -80,10 +83,25 @@ def embed(encoder: nn.Module, images: Tensor, batch_size: int = 512) -> Tensor:
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def cached_features(run_dir: Path, checkpoint: Path, splits: Splits, batch_size: int = 512) -> Features:
-    """Features of ``checkpoint`` on the clean train and test images, cached under ``run_dir/features``."""
+def content_digest(*parts: ImageSet) -> str:
+    """sha256 over the images, labels and shapes of image sets: what a derived cache depends on."""
+    h = hashlib.sha256()
+    for part in parts:
+        for t in (part.images, part.labels):
+            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(memoryview(t.contiguous().numpy()).cast("B"))
+    return h.hexdigest()
+
+
+def cached_features(
+    run_dir: Path, checkpoint: Path, train: ImageSet, evaluated: ImageSet, batch_size: int = 512,
+) -> Features:
+    """Features of ``checkpoint`` on the clean label-pool images and on the evaluated split (test or val),
+    cached under ``run_dir/features``, keyed by the checkpoint's and the images' contents (so swapped class
+    folders, another dataset of the same size or another split never reuse a stale cache)."""
     digest = file_digest(checkpoint)
-    path = run_dir / "features" / f"{digest[:16]}.pt"
+    key = hashlib.sha256(f"{_FEATURES_VERSION}:{digest}:{content_digest(train, evaluated)}".encode()).hexdigest()
+    path = run_dir / "features" / f"{key[:24]}.pt"
     if path.exists():
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
@@ -91,17 +109,14 @@ def cached_features(run_dir: Path, checkpoint: Path, splits: Splits, batch_size:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise CheckpointError(f"refusing to load feature cache {str(path)!r} ({reason}); delete it to"
                                   " recompute") from err
-        if d.get("checkpoint_sha256") != digest:
-            raise CheckpointError(
-                f"feature cache {str(path)!r} was computed from a different checkpoint than {str(checkpoint)!r};"
-                " delete it to recompute"
-            )
-        if d["train_x"].shape[0] == splits.train.images.shape[0] and d["test_x"].shape[0] == splits.test.images.shape[0]:
-            return Features(d["train_x"], d["train_y"], d["test_x"], d["test_y"], digest)
+        if not isinstance(d, dict) or d.get("key") != key:
+            raise CheckpointError(f"feature cache {str(path)!r} does not match its checkpoint and images; delete it"
+                                  " to recompute")
+        return Features(d["train_x"], d["train_y"], d["test_x"], d["test_y"], digest)
     encoder = load_encoder(checkpoint)
     feats = Features(
-        embed(encoder, splits.train.images, batch_size), splits.train.labels.clone(),
-        embed(encoder, splits.test.images, batch_size), splits.test.labels.clone(), digest,
+        embed(encoder, train.images, batch_size), train.labels.clone(),
+        embed(encoder, evaluated.images, batch_size), evaluated.labels.clone(), digest,
     )
-    atomic_torch_save(path, {**feats._asdict()})
+    atomic_torch_save(path, {**feats._asdict(), "key": key})
     return feats

@@ -3,15 +3,19 @@
 Standard CIFAR augmentation (zero-pad 4, random crop, horizontal flip), SGD + Nesterov momentum,
 warm-up then cosine decay, the same number of optimiser steps at every label fraction (capped by
 ``supervised.max_epochs`` passes over small subsets). The final model is scored; nothing is selected
-on the test set.
+on the test set: with ``--tune`` the learning rate, weight decay and steps are chosen per label fraction
+on the validation split.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,9 +25,10 @@ from torch import Tensor, nn
 from probclr.augment import translate_flip
 from probclr.backbones import Encoder, build_encoder, channel_stats
 from probclr.config import Config
+from probclr.data import ImageSet, Splits
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.evaluate import check_fractions_possible, num_classes_of
+from probclr.evaluate import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.fractions import label_subset
 from probclr.io import atomic_write_json
 from probclr.metrics import score
@@ -83,34 +88,86 @@ def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: 
     return torch.cat(out)
 
 
+def point_key(cfg: Config, split: str) -> str:
+    """What a finished supervised point depends on: data, model, supervised settings, seed and split."""
+    parts = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("data", "model", "supervised")}
+    parts["data"].pop("data_dir", None)  # a moved dataset is the same dataset (its contents are cached by hash)
+    parts["data"].pop("cache_dir", None)
+    text = json.dumps({**parts, "seed": cfg.run.seed, "amp": cfg.run.amp, "split": split}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def train_and_score(
+    cfg: Config, splits: Splits, evaluated: ImageSet, fraction: float, seed: int, device: torch.device,
+    num_classes: int, mean: Tensor, std: Tensor,
+) -> ResultRow:
+    """One supervised model from scratch on the seed's label subset, scored on ``evaluated``."""
+    idx = label_subset(splits.train.labels, fraction, seed)
+    torch.manual_seed(cfg.run.seed + 1000 * seed)
+    model = Classifier(build_encoder(cfg.model, mean, std), num_classes)
+    model = train_classifier(cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device)
+    s = score(predict(model, evaluated.images, device), evaluated.labels)
+    sup = cfg.supervised
+    return ResultRow.of("supervised", "end-to-end", fraction, seed, int(idx.numel()), s,
+                        f"lr={sup.lr:g}, wd={sup.weight_decay:g}, steps={sup.steps}")
+
+
+def cached_point(path: Path, compute: Callable[[], ResultRow]) -> ResultRow:
+    """A finished point read back (resume), else computed and written atomically."""
+    if path.exists():
+        return ResultRow(**json.loads(path.read_text()))
+    row = compute()
+    atomic_write_json(path, dataclasses.asdict(row))
+    return row
+
+
 def run_supervised(
     cfg: Config, out: Path, fractions: tuple[float, ...], seeds: int, command: list[str] | None = None,
+    split: str = "test", tune: bool = False,
 ) -> tuple[list[ResultRow], Path]:
-    """Train from scratch at each fraction and seed; resumable: finished points are read back, not retrained."""
+    """Train from scratch at each fraction and seed, scored on ``split``; with ``tune``, lr / weight decay /
+    steps are first chosen per fraction on the validation split (``supervised.grid_*``, label subset 0).
+    Resumable: finished points are read back, not retrained."""
     device = resolve_device(cfg.run)
     splits = load_splits(cfg.data)
     num_classes = num_classes_of(splits)
+    evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, fractions)
     mean, std = channel_stats(splits.pretrain.images)
-    out = Path(out)
-    t0 = time.perf_counter()
+    out, t0 = Path(out), time.perf_counter()
     rows: list[ResultRow] = []
+    chosen: dict[str, dict[str, float]] = {}
     for fraction in fractions:
+        fcfg = cfg
+        if tune:
+            fcfg, grid = tune_fraction(cfg, splits, fraction, device, num_classes, mean, std, out)
+            chosen[f"{fraction:g}"] = grid
         for seed in range(seeds):
-            point = out / "points" / f"fraction{fraction:g}_seed{seed}.json"
-            if point.exists():
-                rows.append(ResultRow(**json.loads(point.read_text())))
-                continue
-            idx = label_subset(splits.train.labels, fraction, seed)
-            torch.manual_seed(cfg.run.seed + 1000 * seed)
-            model = Classifier(build_encoder(cfg.model, mean, std), num_classes)
-            model = train_classifier(cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device)
-            s = score(predict(model, splits.test.images, device), splits.test.labels)
-            row = ResultRow.of("supervised", "end-to-end", fraction, seed, int(idx.numel()), s)
-            atomic_write_json(point, dataclasses.asdict(row))
-            rows.append(row)
+            point = out / "points" / f"fraction{fraction:g}_seed{seed}_{split}_{point_key(fcfg, split)}.json"
+            rows.append(cached_point(point, lambda f=fraction, s=seed, c=fcfg: train_and_score(
+                c, splits, evaluated, f, s, device, num_classes, mean, std)))
     meta = {
-        "config": dataclasses.asdict(cfg), "provenance": provenance(device, command),
-        "wall_s": time.perf_counter() - t0,
+        "config": dataclasses.asdict(cfg), "provenance": provenance(device, command), "split": split,
+        "split_sizes": split_sizes(splits), "tuned_on_val": chosen, "wall_s": time.perf_counter() - t0,
     }
     return rows, save_results(out, rows, meta)
+
+
+def tune_fraction(
+    cfg: Config, splits: Splits, fraction: float, device: torch.device, num_classes: int, mean: Tensor, std: Tensor,
+    out: Path,
+) -> tuple[Config, dict[str, float]]:
+    """The grid point with the best validation accuracy (then NLL) at ``fraction``; every point is kept."""
+    sup = cfg.supervised
+    best: tuple[tuple[float, float], Config, ResultRow] | None = None
+    for lr, wd, steps in itertools.product(sup.grid_lr, sup.grid_weight_decay, sup.grid_steps):
+        c = dataclasses.replace(cfg, supervised=dataclasses.replace(sup, lr=lr, weight_decay=wd, steps=steps))
+        point = out / "tuning" / f"fraction{fraction:g}_{point_key(c, 'val')}.json"
+        row = cached_point(point, lambda c=c: train_and_score(
+            c, splits, evaluated_split(splits, "val"), fraction, 0, device, num_classes, mean, std))
+        key = (row.accuracy, -row.nll)
+        if best is None or key > best[0]:
+            best = (key, c, row)
+    assert best is not None
+    s = best[1].supervised
+    return best[1], {"lr": s.lr, "weight_decay": s.weight_decay, "steps": s.steps, "val_accuracy": best[2].accuracy}

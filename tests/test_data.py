@@ -22,13 +22,13 @@ def write_images(folder, n, size=(12, 10), mode="RGB", start=0):
 def test_digits_default_needs_no_download():
     s = load_splits(DataConfig())
     assert s.train.images.dtype == torch.uint8 and s.train.images.shape[1:] == (3, 16, 16)
-    assert s.train.images.shape[0] + s.test.images.shape[0] == 1797
+    assert s.pretrain.images.shape[0] + s.test.images.shape[0] == 1797
     assert torch.bincount(s.test.labels).min() >= 30  # stratified split
-    assert s.pretrain is s.train
+    assert s.train.images.shape[0] + s.val.images.shape[0] == s.pretrain.images.shape[0]  # pool + validation
 
 
 def test_cifar_jpeg_folder_real(cifar_slice):
-    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(cifar_slice)))
+    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(cifar_slice), val_size=0))
     assert s.train.images.shape == (600, 3, 32, 32) and s.test.images.shape == (200, 3, 32, 32)
     assert s.train.classes[:3] == ("airplane", "automobile", "bird")
     assert torch.bincount(s.train.labels).tolist() == [60] * 10
@@ -127,7 +127,7 @@ def test_cifar_python_batches(tmp_path):
         data = rng.randint(0, 256, (n, 3072), dtype=np.uint8)
         with open(root / name, "wb") as fh:
             pickle.dump({"data": data, "labels": list(range(n))}, fh)
-    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path), val_size=0))
     assert s.train.images.shape == (20, 3, 32, 32) and s.test.images.shape == (3, 3, 32, 32)
     with open(root / "test_batch", "rb") as fh:
         raw = pickle.load(fh)["data"]
@@ -143,7 +143,7 @@ def test_cifar_batch_pickles_read_under_every_protocol(tmp_path, protocol):
                  "data": np.full((n, 3072), 7, dtype=np.uint8)}
         with open(root / name, "wb") as fh:
             pickle.dump(entry, fh, protocol=protocol)
-    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    s = load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path), val_size=0))
     assert s.train.images.shape == (10, 3, 32, 32) and int(s.train.images.max()) == 7
 
 
@@ -174,7 +174,7 @@ def test_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
 
 
 def test_limits_are_seeded_subsets(cifar_slice):
-    cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_slice), train_limit=100, test_limit=30)
+    cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_slice), train_limit=100, test_limit=30, val_size=0)
     a, b = load_splits(cfg), load_splits(cfg)
     assert a.train.images.shape[0] == 100 and a.test.images.shape[0] == 30
     assert torch.equal(a.train.labels, b.train.labels) and a.pretrain is a.train

@@ -41,9 +41,9 @@ def test_feature_cache_from_another_checkpoint_is_refused(run, tmp_path):
     shutil.copytree(run, other)
     feats = next((other / "features").glob("*.pt"))
     state = torch.load(feats, weights_only=True)
-    state["checkpoint_sha256"] = "0" * 64  # pretend it came from a different checkpoint
+    state["key"] = "0" * 64  # pretend it came from a different checkpoint or other images
     torch.save(state, feats)
-    with pytest.raises(ProbclrError, match="different checkpoint"):
+    with pytest.raises(ProbclrError, match="does not match its checkpoint and images"):
         evaluate_run(other, load_config(None, [*TINY, "eval.fractions=[0.1]", "eval.seeds=1"]).eval)
 
 

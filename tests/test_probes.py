@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from probclr.knn import KNNProbe, capped_k, train_knn_probe
 from probclr.metrics import ece, score
-from probclr.probes import fit_logistic, knn_probs, train_linear_probe, train_mlp_probe
+from probclr.probes import fit_logistic, train_linear_probe, train_mlp_probe
 
 
 def blobs(n_per=40, d=16, k=4, sep=6.0, seed=0):
@@ -47,7 +48,7 @@ def test_same_optimum_as_sklearn_on_real_pixels(cifar_slice):
     mean, std = x.mean(0), x.std(0, unbiased=False)
     x, xt = (x - mean) / std, (xt - mean) / std
     wd = 1e-2
-    w, b = fit_logistic(x.double(), s.train.labels, 10, wd, max_iter=1000)
+    w, b, *_ = fit_logistic(x.double(), s.train.labels, 10, wd, max_iter=1000)
     sk = LogisticRegression(C=1 / (len(x) * wd), max_iter=5000, tol=1e-10).fit(x.numpy(), s.train.labels.numpy())
     ours = (xt.double() @ w + b).argmax(1).numpy()
     agree = (ours == sk.predict(xt.numpy())).mean()
@@ -71,9 +72,13 @@ def slow_knn(bank, bank_y, q, k, t, c):
 def test_knn_matches_slow_loop():
     x, y = blobs(n_per=10, sep=1.0)
     q, _ = blobs(n_per=3, sep=1.0, seed=3)
-    ours = knn_probs(x, y, q, 4, k=7, temperature=0.1, chunk=5)
+    probe = KNNProbe(torch.nn.functional.normalize(x, dim=1), y, 4, 7, 0.1, 0.0, "test")
+    ours = probe.probs(q, chunk=5)
     torch.testing.assert_close(ours, slow_knn(x, y, q, 7, 0.1, 4).float(), atol=1e-5, rtol=1e-4)
-    assert knn_probs(x, y, q, 4, k=1000).shape == (12, 4)  # k larger than the bank is clamped
+    smoothed = probe._replace(eps=0.1).probs(q)
+    torch.testing.assert_close(smoothed, 0.9 * ours + 0.1 / 4)
+    assert capped_k(1000, 40, 0.1) == 4 and capped_k(5, 40, 0.1) == 4 and capped_k(3, 5, 0.1) == 1
+    assert train_knn_probe(x, y, 4, k=1000).probs(q).shape == (12, 4)  # k larger than the bank is capped
 
 
 def test_ece_hand_computed():

@@ -1,0 +1,102 @@
+"""Weighted kNN as a classifier with probabilities (Wu et al. 2018's vote, made calibrated).
+
+The labeled subset is the memory bank; each query's ``k`` nearest (cosine) neighbours vote with weight
+exp((sim - 1) / T). Two things make the vote shares probabilities that mean something:
+
+- ``k`` is at most a share of the bank (``max_share``, default 10 %): with k >= the bank every labeled image
+  votes and the shares collapse towards the class priors;
+- the vote temperature ``T`` and a small smoothing ``eps`` (p = (1 - eps) share + eps / C, so a class
+  without a neighbour is unlikely, not impossible) are fitted by NLL on a stratified holdout of the labeled
+  subset, as the linear probe's weight decay is — never on the evaluation split.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from probclr.fractions import holdout_split
+
+TEMPERATURES = tuple(float(t) for t in torch.logspace(-3, 0, 16).tolist())  # 0.001 ... 1
+SMOOTHING = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
+FALLBACK_T, FALLBACK_EPS = 0.07, 1e-2  # when too few labels can be held out
+
+
+class KNNProbe(NamedTuple):
+    bank: Tensor  # (M, D) L2-normalised labeled features
+    bank_y: Tensor  # (M,)
+    num_classes: int
+    k: int
+    temperature: float
+    eps: float
+    selection: str  # how T and eps were chosen
+
+    def probs(self, x: Tensor, chunk: int = 1024) -> Tensor:
+        """(N, C) smoothed vote shares of the queries ``x`` (N, D)."""
+        top, idx = neighbours(self.bank, x, self.k, chunk)
+        return vote(top, self.bank_y[idx], self.num_classes, self.temperature, self.eps)
+
+    def describe(self) -> str:
+        return f"k={self.k}, T={self.temperature:.3g}, eps={self.eps:g} ({self.selection})"
+
+
+def capped_k(k: int, bank_size: int, max_share: float) -> int:
+    """``k``, but at most ``max_share`` of the bank (and at least one neighbour)."""
+    return max(1, min(k, bank_size, math.floor(max_share * bank_size)))
+
+
+def neighbours(bank: Tensor, queries: Tensor, k: int, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+    """Cosine similarities (N, k) and bank indices (N, k) of each query's k nearest bank rows."""
+    q_all = F.normalize(queries.float(), dim=1)  # (N, D)
+    sims, idxs = [], []
+    for q in q_all.split(chunk):
+        top, idx = (q @ bank.T).topk(k, dim=1)  # (n, k), (n, k)
+        sims.append(top)
+        idxs.append(idx)
+    return torch.cat(sims), torch.cat(idxs)
+
+
+def vote(top: Tensor, labels: Tensor, num_classes: int, temperature: float, eps: float = 0.0) -> Tensor:
+    """(N, C) probabilities from neighbour similarities ``top`` (N, k) and their labels (N, k)."""
+    w = torch.exp((top - 1.0) / temperature)  # (N, k); shifted by the largest possible similarity
+    votes = torch.zeros(top.shape[0], num_classes).scatter_add_(1, labels, w)  # (N, C)
+    total = votes.sum(dim=1, keepdim=True)  # (N, 1)
+    share = torch.where(total > 0, votes / total.clamp_min(1e-300), 1.0 / num_classes)  # (N, C) all-underflow -> uniform
+    return (1 - eps) * share + eps / num_classes
+
+
+def _nll(probs: Tensor, y: Tensor) -> float:
+    return float(-probs.gather(1, y.view(-1, 1)).clamp_min(1e-12).log().mean())
+
+
+def fit_vote(bank: Tensor, bank_y: Tensor, hold: Tensor, hold_y: Tensor, num_classes: int, k: int) -> tuple[float, float]:
+    """(T, eps) of the grid with the lowest NLL of the holdout queries against the bank."""
+    top, idx = neighbours(bank, hold, k)
+    nb = bank_y[idx]  # (H, k)
+    best = min(
+        ((_nll(vote(top, nb, num_classes, t, e), hold_y), t, e) for t in TEMPERATURES for e in SMOOTHING),
+        key=lambda r: r[0],
+    )
+    return best[1], best[2]
+
+
+def train_knn_probe(
+    x: Tensor, y: Tensor, num_classes: int, k: int = 20, max_share: float = 0.1, temperature: float | None = None,
+    holdout: float = 0.2, seed: int = 0,
+) -> KNNProbe:
+    """A kNN classifier on the labeled subset (x (N, D), y (N,)); T and eps fitted on its holdout unless given."""
+    bank = F.normalize(x.float(), dim=1)  # (N, D)
+    fit_idx, hold_idx = holdout_split(y, holdout, seed)
+    if temperature is not None:
+        t, eps, how = temperature, FALLBACK_EPS, "T fixed"
+    elif hold_idx.numel() < 2 or fit_idx.numel() < 2:
+        t, eps, how = FALLBACK_T, FALLBACK_EPS, "default (too few labels to hold out)"
+    else:
+        k_fit = capped_k(k, int(fit_idx.numel()), max_share)
+        t, eps = fit_vote(bank[fit_idx], y[fit_idx], x[hold_idx], y[hold_idx], num_classes, k_fit)
+        how = f"fitted by NLL on {hold_idx.numel()} held-out labels"
+    return KNNProbe(bank, y, num_classes, capped_k(k, int(y.numel()), max_share), t, eps, how)
