@@ -74,6 +74,8 @@ def hold_out_validation(s: Splits, cfg: DataConfig) -> Splits:
     if n_labeled == 0:
         return s._replace(val=_subset(s.train, s.train.labels[:0]))
     size = resolve_val_size(cfg, n_labeled)
+    if size == 0:
+        return s._replace(val=_subset(s.train, s.train.labels[:0]))
     pool_idx, val_idx = validation_indices(s.train.labels, size, cfg.val_seed)
     pool, val = _subset(s.train, pool_idx), _subset(s.train, val_idx)
     return Splits(pretrain=s.pretrain, train=pool, test=s.test, val=val)
