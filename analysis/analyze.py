@@ -90,8 +90,7 @@ def probe_analysis(
             error = (probs.argmax(1) != vy).numpy()
             scores = dict(baseline_certainties(probs))
             scores["feature_norm"] = vx.double().norm(dim=1)
-            knn = train_knn_probe(x, y, num_classes, ev.knn_k, ev.knn_max_share, ev.knn_temperature, ev.holdout,
-                                  seed).probs(vx)
+            knn = train_knn_probe(x, y, num_classes, ev.knn_k, ev.knn_max_share, ev.knn_temperature).probs(vx)
             scores["knn_agreement"] = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
             if "test.kappa" in emb:
                 scores = {"kappa": emb["test.kappa"].double(), **scores}

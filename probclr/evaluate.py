@@ -50,7 +50,7 @@ def fit_and_predict(
         m = train_mlp_probe(x, y, num_classes, cfg.mlp_hidden, cfg.mlp_epochs, seed)
         with torch.no_grad():
             return torch.softmax(m(query), dim=1), ""
-    k = train_knn_probe(x, y, num_classes, cfg.knn_k, cfg.knn_max_share, cfg.knn_temperature, cfg.holdout, seed)
+    k = train_knn_probe(x, y, num_classes, cfg.knn_k, cfg.knn_max_share, cfg.knn_temperature)
     return k.probs(query), k.describe()
 
 

@@ -6,8 +6,9 @@ exp((sim - 1) / T). Two things make the vote shares probabilities that mean some
 - ``k`` is at most a share of the bank (``max_share``, default 10 %): with k >= the bank every labeled image
   votes and the shares collapse towards the class priors;
 - the vote temperature ``T`` and a small smoothing ``eps`` (p = (1 - eps) share + eps / C, so a class
-  without a neighbour is unlikely, not impossible) are fitted by NLL on a stratified holdout of the labeled
-  subset, as the linear probe's weight decay is — never on the evaluation split.
+  without a neighbour is unlikely, not impossible) are fitted by NLL on the labeled subset itself, each
+  label predicted from the others (leave-one-out), as the linear probe's weight decay is chosen on labels
+  only — never on the evaluation split.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from probclr.fractions import holdout_split
 
 TEMPERATURES = tuple(float(t) for t in torch.logspace(-3, 0, 16).tolist())  # 0.001 ... 1
 SMOOTHING = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
@@ -73,12 +72,23 @@ def _nll(probs: Tensor, y: Tensor) -> float:
     return float(-probs.gather(1, y.view(-1, 1)).clamp_min(1e-12).log().mean())
 
 
-def fit_vote(bank: Tensor, bank_y: Tensor, hold: Tensor, hold_y: Tensor, num_classes: int, k: int) -> tuple[float, float]:
-    """(T, eps) of the grid with the lowest NLL of the holdout queries against the bank."""
-    top, idx = neighbours(bank, hold, k)
-    nb = bank_y[idx]  # (H, k)
+def loo_neighbours(bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Each bank row's k nearest *other* rows: similarities (M, k) and indices (M, k) (leave-one-out)."""
+    top, idx = neighbours(bank, bank, min(k + 1, bank.shape[0]))  # (M, k+1)
+    own = idx == torch.arange(bank.shape[0])[:, None]  # (M, k+1): where each row found itself
+    own[~own.any(dim=1), -1] = True  # a duplicate outranked it: drop the farthest instead
+    top = top.masked_fill(own, -torch.inf)
+    top, pos = top.topk(k, dim=1)  # (M, k)
+    return top, idx.gather(1, pos)
+
+
+def fit_vote(bank: Tensor, bank_y: Tensor, num_classes: int, k: int) -> tuple[float, float]:
+    """(T, eps) of the grid with the lowest leave-one-out NLL of the labeled bank (every label used once as
+    a query against the others; no held-out share needed, so it works with a handful of labels)."""
+    top, idx = loo_neighbours(bank, k)
+    nb = bank_y[idx]  # (M, k)
     best = min(
-        ((_nll(vote(top, nb, num_classes, t, e), hold_y), t, e) for t in TEMPERATURES for e in SMOOTHING),
+        ((_nll(vote(top, nb, num_classes, t, e), bank_y), t, e) for t in TEMPERATURES for e in SMOOTHING),
         key=lambda r: r[0],
     )
     return best[1], best[2]
@@ -86,17 +96,16 @@ def fit_vote(bank: Tensor, bank_y: Tensor, hold: Tensor, hold_y: Tensor, num_cla
 
 def train_knn_probe(
     x: Tensor, y: Tensor, num_classes: int, k: int = 20, max_share: float = 0.1, temperature: float | None = None,
-    holdout: float = 0.2, seed: int = 0,
 ) -> KNNProbe:
-    """A kNN classifier on the labeled subset (x (N, D), y (N,)); T and eps fitted on its holdout unless given."""
+    """A kNN classifier on the labeled subset (x (N, D), y (N,)); T and eps fitted by leave-one-out NLL
+    on the subset unless T is given."""
     bank = F.normalize(x.float(), dim=1)  # (N, D)
-    fit_idx, hold_idx = holdout_split(y, holdout, seed)
+    kk = capped_k(k, int(y.numel()), max_share)
     if temperature is not None:
         t, eps, how = temperature, FALLBACK_EPS, "T fixed"
-    elif hold_idx.numel() < 2 or fit_idx.numel() < 2:
-        t, eps, how = FALLBACK_T, FALLBACK_EPS, "default (too few labels to hold out)"
+    elif y.numel() < 3:
+        t, eps, how = FALLBACK_T, FALLBACK_EPS, "default (fewer than 3 labels)"
     else:
-        k_fit = capped_k(k, int(fit_idx.numel()), max_share)
-        t, eps = fit_vote(bank[fit_idx], y[fit_idx], x[hold_idx], y[hold_idx], num_classes, k_fit)
-        how = f"fitted by NLL on {hold_idx.numel()} held-out labels"
-    return KNNProbe(bank, y, num_classes, capped_k(k, int(y.numel()), max_share), t, eps, how)
+        t, eps = fit_vote(bank, y, num_classes, capped_k(k, int(y.numel()) - 1, max_share))
+        how = f"fitted by leave-one-out NLL on the {y.numel()} labels"
+    return KNNProbe(bank, y, num_classes, kk, t, eps, how)

@@ -115,8 +115,8 @@ def test_supervised_tune_chooses_on_val(tmp_path):
 
 
 def test_knn_fitted_temperature_improves_holdout_nll():
-    """Synthetic clusters: the fitted (T, eps) gives a lower NLL on fresh queries than T = 0.07 unsmoothed and
-    than very flat weights, and the chosen k never exceeds 10 % of the bank."""
+    """Synthetic clusters: the fitted (T, eps) gives a lower NLL on fresh (held-out) queries than T = 0.07
+    unsmoothed and than very flat weights, and the chosen k never exceeds 10 % of the bank."""
     from probclr.knn import KNNProbe, train_knn_probe
     from probclr.metrics import score
 
@@ -129,8 +129,8 @@ def test_knn_fitted_temperature_improves_holdout_nll():
 
     x, y = sample(600)
     xq, yq = sample(2000)
-    fitted = train_knn_probe(x, y, 5, k=200, seed=0)
-    assert fitted.k == 60 and "fitted by NLL" in fitted.selection
+    fitted = train_knn_probe(x, y, 5, k=200)
+    assert fitted.k == 60 and "leave-one-out" in fitted.selection
     nll_fit = score(fitted.probs(xq), yq).nll
     for t, eps in ((0.07, 0.0), (1.0, 0.0)):
         fixed = KNNProbe(fitted.bank, fitted.bank_y, 5, fitted.k, t, eps, "fixed")
@@ -172,3 +172,16 @@ def test_unconverged_probe_says_so():
     assert not p.converged and "NOT converged" in p.describe() and p.iterations == 2
     with pytest.raises(ProbclrError):
         validation_indices(torch.tensor([0, 0, 1, 1]), 4, 0)
+
+
+def test_leave_one_out_neighbours_exclude_self_against_a_slow_loop():
+    from probclr.knn import loo_neighbours
+
+    g = torch.Generator().manual_seed(3)
+    bank = torch.nn.functional.normalize(torch.randn(25, 4, generator=g), dim=1)
+    bank[7] = bank[3]  # a duplicate: each of the pair must still drop itself, not its twin
+    top, idx = loo_neighbours(bank, 4)
+    for i in range(25):
+        sims = sorted(((float(bank[i] @ bank[j]), j) for j in range(25) if j != i), reverse=True)[:4]
+        assert i not in idx[i].tolist()
+        torch.testing.assert_close(top[i], torch.tensor([s for s, _ in sims]), atol=1e-6, rtol=0)
