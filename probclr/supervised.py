@@ -30,7 +30,7 @@ from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.evaluate import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.fractions import label_subset
-from probclr.io import atomic_write_json
+from probclr.io import atomic_torch_save, atomic_write_json
 from probclr.metrics import score
 from probclr.optim import lr_at, param_groups, set_lr
 from probclr.provenance import provenance
@@ -99,13 +99,23 @@ def point_key(cfg: Config, split: str) -> str:
 
 def train_and_score(
     cfg: Config, splits: Splits, evaluated: ImageSet, fraction: float, seed: int, device: torch.device,
-    num_classes: int, mean: Tensor, std: Tensor,
+    num_classes: int, mean: Tensor, std: Tensor, keep: Path | None = None,
 ) -> ResultRow:
-    """One supervised model from scratch on the seed's label subset, scored on ``evaluated``."""
+    """One supervised model from scratch on the seed's label subset, scored on ``evaluated``.
+
+    ``keep``: where the trained weights are kept (a tuning point), and read back instead of retraining: the
+    chosen grid point's seed-0 model is the final seed-0 model, scored on test only once it is chosen.
+    """
     idx = label_subset(splits.train.labels, fraction, seed)
     torch.manual_seed(cfg.run.seed + 1000 * seed)
     model = Classifier(build_encoder(cfg.model, mean, std), num_classes)
-    model = train_classifier(cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device)
+    if keep is not None and keep.is_file():
+        model.load_state_dict(torch.load(keep, map_location="cpu", weights_only=True))
+        model = model.to(device).eval()
+    else:
+        model = train_classifier(cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device)
+        if keep is not None:
+            atomic_torch_save(keep, model.state_dict())
     s = score(predict(model, evaluated.images, device), evaluated.labels)
     sup = cfg.supervised
     return ResultRow.of("supervised", "end-to-end", fraction, seed, int(idx.numel()), s,
@@ -144,13 +154,19 @@ def run_supervised(
             chosen[f"{fraction:g}"] = grid
         for seed in range(seeds):
             point = out / "points" / f"fraction{fraction:g}_seed{seed}_{split}_{point_key(fcfg, split)}.json"
-            rows.append(cached_point(point, lambda f=fraction, s=seed, c=fcfg: train_and_score(
-                c, splits, evaluated, f, s, device, num_classes, mean, std)))
+            keep = tuning_weights(out, fraction, fcfg) if tune and seed == 0 else None
+            rows.append(cached_point(point, lambda f=fraction, s=seed, c=fcfg, k=keep: train_and_score(
+                c, splits, evaluated, f, s, device, num_classes, mean, std, k)))
     meta = {
         "config": dataclasses.asdict(cfg), "provenance": provenance(device, command), "split": split,
         "split_sizes": split_sizes(splits), "tuned_on_val": chosen, "wall_s": time.perf_counter() - t0,
     }
     return rows, save_results(out, rows, meta)
+
+
+def tuning_weights(out: Path, fraction: float, cfg: Config) -> Path:
+    """Where the seed-0 model of a tuning grid point keeps its weights."""
+    return out / "tuning" / f"fraction{fraction:g}_{point_key(cfg, 'val')}.pt"
 
 
 def tune_fraction(
@@ -164,7 +180,8 @@ def tune_fraction(
         c = dataclasses.replace(cfg, supervised=dataclasses.replace(sup, lr=lr, weight_decay=wd, steps=steps))
         point = out / "tuning" / f"fraction{fraction:g}_{point_key(c, 'val')}.json"
         row = cached_point(point, lambda c=c: train_and_score(
-            c, splits, evaluated_split(splits, "val"), fraction, 0, device, num_classes, mean, std))
+            c, splits, evaluated_split(splits, "val"), fraction, 0, device, num_classes, mean, std,
+            tuning_weights(out, fraction, c)))
         key = (row.accuracy, -row.nll)
         if best is None or key > best[0]:
             best = (key, c, row)

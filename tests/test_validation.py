@@ -112,6 +112,14 @@ def test_supervised_tune_chooses_on_val(tmp_path):
     tuning = [json.loads(p.read_text()) for p in (out / "tuning").glob("*.json")]
     assert len(tuning) == 4 and max(r["accuracy"] for r in tuning) == chosen["val_accuracy"]
     assert f"lr={chosen['lr']:g}" in meta["rows"][0]["detail"]
+    assert len(list((out / "tuning").glob("*.pt"))) == 4  # seed 0 of the chosen point is reused, not retrained
+    plain = tmp_path / "plain"  # ... and equals a fresh training with the chosen settings
+    ok(["supervised", "--set", "data.dataset=digits", "--set", "model.convnet_widths=[8, 16]", "--fraction", "0.1",
+        "--seeds", "1", "--set", f"supervised.steps={chosen['steps']}", "--set", f"supervised.lr={chosen['lr']}",
+        "--set", "supervised.weight_decay=0.0005", "--out", str(plain)])
+    fresh = json.loads((plain / "results.json").read_text())["rows"][0]
+    assert fresh["accuracy"] == meta["rows"][0]["accuracy"]
+    assert fresh["nll"] == pytest.approx(meta["rows"][0]["nll"], abs=1e-6)  # memory layout: float rounding only
 
 
 def test_knn_fitted_temperature_improves_holdout_nll():
