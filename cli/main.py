@@ -193,6 +193,21 @@ def embed(
 
 @app.command()
 @user_errors
+def export(
+    run: Annotated[Path, typer.Option(help="run directory written by pretrain")],
+    out: Annotated[Path, typer.Option(help="file to write")],
+    format_: Annotated[str, typer.Option("--format", help="torchvision (state dict) | torchscript")] = "torchvision",
+    checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint other than the run's last")] = None,
+) -> None:
+    """Export the encoder for use without probclr (README: "Use the encoder in your own code")."""
+    from probclr.export import export_encoder
+
+    path = export_encoder(run, format_, out, checkpoint)
+    typer.echo(f"exported {format_}: {path}")
+
+
+@app.command()
+@user_errors
 def analyze(
     ctx: typer.Context,
     run: Annotated[Path, typer.Option(help="run directory with embeddings (`probclr embed --run RUN`)")],

@@ -1,0 +1,79 @@
+"""Export a run's encoder for use without probclr: a torchvision state dict, or a TorchScript module.
+
+- ``torchvision``: ``torch.load(FILE, weights_only=True)`` gives a dict with ``state_dict`` (loads with
+  ``strict=True`` into ``torchvision.models.<arch>()`` after the stem changes named in ``stem``), ``mean`` and
+  ``std`` (per-channel input normalisation for images in [0, 1]), ``arch``, ``stem`` and the run's
+  ``provenance``. The small ConvNet has no torchvision form: export it as TorchScript.
+- ``torchscript``: a scripted module taking images in [0, 1] (B, 3, H, W), normalising inside, returning h
+  (B, D); ``torch.jit.load(FILE)`` alone loads it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from probclr.backbones import Encoder
+from probclr.errors import ProbclrError
+from probclr.features import load_encoder
+from probclr.io import atomic_write_bytes
+from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+
+FORMATS = ("torchvision", "torchscript")
+CIFAR_STEM = ("conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); maxpool = nn.Identity();"
+              " fc = nn.Identity()")
+
+
+class _Scripted(nn.Module):
+    """Normalisation + backbone, in a form ``torch.jit.script`` accepts."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.backbone = encoder.backbone
+        self.register_buffer("mean", encoder.mean.clone())
+        self.register_buffer("std", encoder.std.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone((x - self.mean) / self.std)  # (B, D)
+
+
+def run_provenance(run: RunDir) -> dict[str, Any]:
+    """The run's provenance.json (command, git sha, versions), or {} when it has none."""
+    try:
+        return dict(json.loads(run.provenance_path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def torchvision_payload(encoder: Encoder, arch: str, run: RunDir) -> dict[str, Any]:
+    """The weights-only dict of a ResNet encoder, with the stem and normalisation it needs."""
+    state = {k: v.detach().clone() for k, v in encoder.backbone.state_dict().items()}  # fc is Identity: no keys
+    return {"state_dict": state, "mean": encoder.mean.flatten().clone(), "std": encoder.std.flatten().clone(),
+            "arch": arch, "stem": CIFAR_STEM, "provenance": json.dumps(run_provenance(run))}
+
+
+def export_encoder(run_dir: Path, fmt: str, out: Path, checkpoint: Path | None = None) -> Path:
+    """Write the run's encoder to ``out`` in format ``fmt`` (one of FORMATS), atomically."""
+    if fmt not in FORMATS:
+        raise ProbclrError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    run = RunDir(run_dir)
+    ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
+    arch = config_from_checkpoint(load_run_checkpoint(run, ckpt)).model.backbone
+    encoder = load_encoder(ckpt)
+    buf = io.BytesIO()
+    if fmt == "torchvision":
+        if arch == "convnet":
+            raise ProbclrError("the small ConvNet has no torchvision model to load into; use --format torchscript")
+        torch.save(torchvision_payload(encoder, arch, run), buf)
+    else:
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but is what loads without probclr
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(torch.jit.script(_Scripted(encoder).eval()), buf)
+    atomic_write_bytes(Path(out), buf.getvalue())
+    return Path(out)
