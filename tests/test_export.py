@@ -2,9 +2,9 @@
 
 import torch
 import torchvision
+from clihelp import bad, ok
 from torch import nn
 
-from clihelp import bad, ok
 from probclr.config import DataConfig, load_config
 from probclr.datasets import load_splits
 from probclr.features import as_float_rgb, load_encoder
