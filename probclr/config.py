@@ -107,6 +107,11 @@ class RunConfig:
     keep_checkpoints: bool = False  # keep one checkpoint per epoch (for the epochs study)
     sync_bn: bool = False  # with several processes (torchrun): SyncBatchNorm, the paper's global BN
     log_every: int = 10  # steps between progress callbacks
+    # kNN top-1 on the validation split every N epochs (probclr.monitor); None = every epoch on real datasets,
+    # off for the digits demo; 0 = off. Bank and query counts bound its cost.
+    monitor_every: int | None = None
+    monitor_bank: int = 5000
+    monitor_queries: int = 1000
 
 
 @dataclass(frozen=True)
@@ -356,6 +361,11 @@ def validate(cfg: Config) -> None:
     if cfg.run.num_threads is not None:
         _check(cfg.run.num_threads >= 1, f"run.num_threads must be >= 1, got {cfg.run.num_threads}")
     _check(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
+    _check(cfg.run.monitor_every is None or 0 <= cfg.run.monitor_every <= 10**6,
+           f"run.monitor_every must be >= 0 epochs (or null: auto), got {cfg.run.monitor_every}")
+    for key in ("monitor_bank", "monitor_queries"):
+        v = getattr(cfg.run, key)
+        _check(1 <= v <= 10**8, f"run.{key} must be in [1, 1e8], got {v}")
     _check(len(e.fractions) >= 1, "eval.fractions must not be empty")
     for f in e.fractions:
         _check(0 < f <= 1, f"eval.fractions must lie in (0, 1], got {f}")

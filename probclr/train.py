@@ -29,6 +29,7 @@ from probclr.errors import ConfigError, ProbclrError
 from probclr.gradcache import grad_cached_backward
 from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
 from probclr.losses import mc_infonce_global, nt_xent_global
+from probclr.monitor import KNNMonitor, monitor_interval
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_diff, config_from_checkpoint
@@ -77,6 +78,7 @@ class Progress(NamedTuple):
     loss: float
     images_per_s: float
     lr: float
+    epoch_end: bool = False  # the last step of an epoch
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ def pretrain(
         raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
     mean, std = channel_stats(images)
     images = images.to(device)
+    every = monitor_interval(cfg, splits)
+    monitor = KNNMonitor(splits, cfg.run.monitor_bank, cfg.run.monitor_queries) if every and info.is_main else None
 
     # 2. model, optimiser, schedule, generator
     model = build_model(cfg, mean, std).to(device)
@@ -319,7 +323,7 @@ def pretrain(
                         )
                     if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
                         rate = (i + 1 - first) * b / (time.perf_counter() - t0)
-                        on_progress(Progress(epoch + 1, step, total, value, rate, lr))
+                        on_progress(Progress(epoch + 1, step, total, value, rate, lr, i + 1 == steps_per_epoch))
                 if stop.signal is not None and i + 1 < steps_per_epoch:
                     checkpoint(epoch, {"step_in_epoch": i + 1, "perm": perm.cpu(), "loss_sum": float(loss_sum),
                                        "skipped": epoch_skipped,
@@ -327,10 +331,12 @@ def pretrain(
                     raise Stopped(stop.signal, step, run.last)
             wall = time.perf_counter() - t0
             last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch - epoch_skipped)
+            due = monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.optim.epochs)
+            watched = monitor(model.encoder) if due and monitor is not None else {}
             history.append({
                 "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
                 "images_per_s": (steps_per_epoch - first) * b / wall, "epoch_s": wall, **kappa_stats(kappas),
-                **({"skipped_steps": epoch_skipped} if cfg.optim.skip_nonfinite else {}),
+                **({"skipped_steps": epoch_skipped} if cfg.optim.skip_nonfinite else {}), **watched,
             })
             checkpoint(epoch + 1)
 
