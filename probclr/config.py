@@ -112,6 +112,7 @@ class RunConfig:
     monitor_every: int | None = None
     monitor_bank: int = 5000
     monitor_queries: int = 1000
+    loggers: tuple[str, ...] = ("jsonl",)  # also tensorboard, wandb (optional extras); jsonl is always written
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,9 @@ def validate(cfg: Config) -> None:
     _check(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
     _check(cfg.run.monitor_every is None or 0 <= cfg.run.monitor_every <= 10**6,
            f"run.monitor_every must be >= 0 epochs (or null: auto), got {cfg.run.monitor_every}")
+    for name in cfg.run.loggers:
+        _check(name in ("jsonl", "tensorboard", "wandb"),
+               f"run.loggers items must be jsonl, tensorboard or wandb, got {str(name)[:40]!r}")
     for key in ("monitor_bank", "monitor_queries"):
         v = getattr(cfg.run, key)
         _check(1 <= v <= 10**8, f"run.{key} must be in [1, 1e8], got {v}")

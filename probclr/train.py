@@ -22,12 +22,15 @@ from probclr.augment import SimCLRAugment
 from probclr.backbones import build_encoder, channel_stats
 from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from probclr.config import Config, to_dict
+from probclr.data import Splits
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks
 from probclr.errors import ConfigError, ProbclrError
+from probclr.features import as_float_rgb, embed
 from probclr.gradcache import grad_cached_backward
 from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
+from probclr.loggers import Loggers, check_loggers
 from probclr.losses import mc_infonce_global, nt_xent_global
 from probclr.monitor import KNNMonitor, monitor_interval
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
@@ -161,6 +164,20 @@ def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimi
     return state
 
 
+def log_projector(loggers: Loggers, model: SimCLRModel, splits: Splits, count: int = 500) -> None:
+    """The embedding projector: h of (the first ``count`` of) the test images, labels, 32 px thumbnails."""
+    test = splits.test
+    if test.images.shape[0] == 0:
+        return
+    images = test.images[:count]
+    with torch.no_grad():
+        model.eval()
+        h = embed(model.encoder, images)  # (n, D)
+    names = [test.classes[int(c)] if 0 <= int(c) < len(test.classes) else "?" for c in test.labels[:count]]
+    thumbs = torch.nn.functional.interpolate(as_float_rgb(images), size=32, mode="bilinear", antialias=True)
+    loggers.projector(h, names, thumbs.clamp(0, 1))
+
+
 def pretrain(
     cfg: Config,
     out: str | Path,
@@ -175,6 +192,7 @@ def pretrain(
     if resume and not run.last.exists():
         raise ProbclrError(f"nothing to resume in {str(run.root)!r}: it holds no checkpoint")
     t_start = time.perf_counter()
+    check_loggers(cfg)
 
     # 1. device (one per process under torchrun), seed, data on the device
     device = resolve_device(cfg.run)
@@ -233,6 +251,7 @@ def pretrain(
         partial = state.get("partial")
     elif info.is_main:
         run.write_header(cfg, provenance(device, command))
+    loggers = Loggers(cfg, run.root, enabled=info.is_main)
 
     def checkpoint(epoch: int, within: dict[str, Any] | None = None) -> None:
         if not info.is_main:  # rank 0 writes; the others wait for it
@@ -324,6 +343,9 @@ def pretrain(
                     if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
                         rate = (i + 1 - first) * b / (time.perf_counter() - t0)
                         on_progress(Progress(epoch + 1, step, total, value, rate, lr, i + 1 == steps_per_epoch))
+                    if (i + 1) % cfg.run.log_every == 0 and loggers.items:
+                        rate = (i + 1 - first) * b / (time.perf_counter() - t0)
+                        loggers.step({"loss": value, "lr": lr, "images_per_s": rate}, step)
                 if stop.signal is not None and i + 1 < steps_per_epoch:
                     checkpoint(epoch, {"step_in_epoch": i + 1, "perm": perm.cpu(), "loss_sum": float(loss_sum),
                                        "skipped": epoch_skipped,
@@ -338,6 +360,10 @@ def pretrain(
                 "images_per_s": (steps_per_epoch - first) * b / wall, "epoch_s": wall, **kappa_stats(kappas),
                 **({"skipped_steps": epoch_skipped} if cfg.optim.skip_nonfinite else {}), **watched,
             })
+            loggers.epoch(history[-1], torch.cat(kappas) if kappas else None)
             checkpoint(epoch + 1)
+    if loggers.items:
+        log_projector(loggers, model, splits)
+    loggers.close()
 
     return PretrainResult(run.root, cfg.optim.epochs, step, last_loss, time.perf_counter() - t_start)

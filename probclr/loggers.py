@@ -1,0 +1,129 @@
+"""Where pretraining metrics go besides ``metrics.jsonl`` (always written): TensorBoard and Weights & Biases.
+
+``run.loggers: [jsonl, tensorboard, wandb]``. Per step (every ``run.log_every``): loss, lr, images/s. Per
+epoch: the epoch's metrics.jsonl row (loss, kappa quantiles, kNN monitor accuracy, ...) and a histogram of
+the epoch's kappas. At the end: the embedding projector of (a subset of) the test images, with labels and
+thumbnails. Each logger's package is optional (``pip install 'probclr[tensorboard]'`` / ``'probclr[wandb]'``);
+asking for one that is not installed is a one-line error before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from probclr.config import Config, to_dict
+from probclr.errors import ConfigError
+
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+class Logger(Protocol):
+    def step(self, values: dict[str, float], step: int) -> None: ...
+    def epoch(self, row: dict[str, Any], kappas: Tensor | None) -> None: ...
+    def projector(self, features: Tensor, labels: list[str], thumbnails: Tensor) -> None: ...
+    def close(self) -> None: ...
+
+
+def check_loggers(cfg: Config) -> None:
+    """Refuse (one line) a logger whose package is missing."""
+    for name in cfg.run.loggers:
+        pkg = PACKAGES.get(name)
+        if pkg and importlib.util.find_spec(pkg) is None:
+            raise ConfigError(f"run.loggers includes {name} but the {pkg} package is not installed;"
+                              f" pip install 'probclr[{name}]' or remove it from run.loggers")
+
+
+class TensorBoardLogger:
+    def __init__(self, root: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(root / "tensorboard"))
+
+    def step(self, values: dict[str, float], step: int) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(f"step/{k}", v, step)
+
+    def epoch(self, row: dict[str, Any], kappas: Tensor | None) -> None:
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, int | float):
+                self.writer.add_scalar(f"epoch/{k}", v, row["epoch"])
+        if kappas is not None and kappas.numel():
+            self.writer.add_histogram("epoch/kappa", kappas.float().cpu(), row["epoch"])
+        self.writer.flush()
+
+    def projector(self, features: Tensor, labels: list[str], thumbnails: Tensor) -> None:
+        self.writer.add_embedding(features, metadata=labels, label_img=thumbnails, tag="test_h")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbLogger:
+    def __init__(self, root: Path, cfg: Config, run_name: str) -> None:
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE", "online")
+        self.run = wandb.init(project="probclr", name=run_name, dir=str(root), config=to_dict(cfg), mode=mode,
+                              resume="allow", id=_wandb_id(root))
+
+    def step(self, values: dict[str, float], step: int) -> None:
+        self.run.log({f"step/{k}": v for k, v in values.items()}, step=step)
+
+    def epoch(self, row: dict[str, Any], kappas: Tensor | None) -> None:
+        import wandb
+
+        data: dict[str, Any] = {f"epoch/{k}": v for k, v in row.items() if isinstance(v, int | float)}
+        if kappas is not None and kappas.numel():
+            data["epoch/kappa"] = wandb.Histogram(kappas.float().cpu().numpy())
+        self.run.log(data, step=int(row["step"]))
+
+    def projector(self, features: Tensor, labels: list[str], thumbnails: Tensor) -> None:
+        import wandb
+
+        cols = ["label", *[f"h{i}" for i in range(features.shape[1])]]
+        self.run.log({"test_h": wandb.Table(columns=cols, data=[[lab, *f.tolist()] for lab, f in zip(labels, features,
+                                                                                                  strict=True)])})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _wandb_id(root: Path) -> str:
+    """One W&B run per run directory (resumes continue it): an id derived from the directory's path."""
+    return hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+
+
+class Loggers:
+    """The configured loggers (jsonl is the run directory's own metrics.jsonl, written elsewhere)."""
+
+    def __init__(self, cfg: Config, root: Path, enabled: bool = True) -> None:
+        self.items: list[Logger] = []
+        if not enabled:
+            return
+        if "tensorboard" in cfg.run.loggers:
+            self.items.append(TensorBoardLogger(root))
+        if "wandb" in cfg.run.loggers:
+            self.items.append(WandbLogger(root, cfg, root.name))
+
+    def step(self, values: dict[str, float], step: int) -> None:
+        for logger in self.items:
+            logger.step(values, step)
+
+    def epoch(self, row: dict[str, Any], kappas: Tensor | None) -> None:
+        for logger in self.items:
+            logger.epoch(row, kappas)
+
+    def projector(self, features: Tensor, labels: list[str], thumbnails: Tensor) -> None:
+        for logger in self.items:
+            logger.projector(features, labels, thumbnails)
+
+    def close(self) -> None:
+        for logger in self.items:
+            logger.close()
