@@ -13,7 +13,7 @@ from torch import Tensor
 
 from analysis.uncertainty import Correlation, spearman_ci
 from probclr.corruptions import CORRUPTIONS, SEVERITIES, corrupt, crop_area
-from probclr.embed import embed_images
+from probclr.embeddings import embed_images
 from probclr.heads import SimCLRModel
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from analysis.plots import accuracy_vs_fraction
 from probclr.config import Config, merge
-from probclr.evaluate import evaluate_run
+from probclr.evaluation import evaluate_run
 from probclr.results import ResultRow, save_results
 from probclr.supervised import run_supervised
 from probclr.train import Progress, pretrain

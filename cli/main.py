@@ -123,7 +123,7 @@ def evaluate(
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
     from analysis.tables import format_table
     from probclr.config import merge
-    from probclr.evaluate import evaluate_run
+    from probclr.evaluation import evaluate_run
     from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
     ckpt = checkpoint or RunDir(run).require_checkpoint()
@@ -185,7 +185,7 @@ def embed(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Export h, mu (and kappa for --new-loss runs) and labels of clean train and test images."""
-    from probclr.embed import export_embeddings
+    from probclr.embeddings import export_embeddings
 
     path = export_embeddings(run, checkpoint, str(data_dir) if data_dir else None)
     typer.echo(f"embeddings: {path}")

@@ -28,7 +28,7 @@ from probclr.config import Config
 from probclr.data import ImageSet, Splits
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.evaluate import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
+from probclr.evaluation import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.fractions import label_subset
 from probclr.io import atomic_torch_save, atomic_write_json
 from probclr.metrics import score

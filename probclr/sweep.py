@@ -150,7 +150,7 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
     """Train and evaluate one point (resuming it if interrupted); returns and writes its done record."""
     import torch
 
-    from probclr.evaluate import evaluate_run
+    from probclr.evaluation import evaluate_run
     from probclr.supervised import run_supervised
     from probclr.train import pretrain
 

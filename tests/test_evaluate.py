@@ -4,7 +4,7 @@ import torch
 from probclr.checkpoint import file_digest
 from probclr.config import load_config
 from probclr.errors import ProbclrError
-from probclr.evaluate import evaluate_run
+from probclr.evaluation import evaluate_run
 from probclr.features import embed, load_encoder
 from probclr.train import pretrain
 
@@ -48,7 +48,7 @@ def test_feature_cache_from_another_checkpoint_is_refused(run, tmp_path):
 
 
 def test_fraction_leaving_a_class_empty(run, tmp_path, monkeypatch):
-    from probclr import evaluate as ev
+    from probclr import evaluation as ev
 
     real = ev.load_splits
 

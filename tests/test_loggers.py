@@ -1,8 +1,8 @@
 """TensorBoard and W&B (offline) loggers: scalars per step and epoch, kappa histograms, the projector."""
 
 import pytest
-
 from clihelp import bad
+
 from probclr.config import load_config
 from probclr.train import pretrain
 

@@ -10,7 +10,7 @@ from clihelp import bad, ok
 from probclr.config import DataConfig, load_config
 from probclr.datasets import load_splits
 from probclr.errors import ProbclrError
-from probclr.evaluate import evaluate_run
+from probclr.evaluation import evaluate_run
 from probclr.fractions import label_subset
 from probclr.train import pretrain
 from probclr.validation import resolve_val_size, validation_indices
@@ -61,7 +61,7 @@ def run(tmp_path_factory):
 
 def test_split_val_never_reads_test_labels(run, monkeypatch):
     """With --split val the test labels are garbage and the test images noise: the results do not change."""
-    from probclr import evaluate as ev
+    from probclr import evaluation as ev
 
     cfg = load_config(None, TINY).eval
     clean, path = evaluate_run(run, cfg, split="val")
