@@ -39,3 +39,22 @@ def accuracy_vs_fraction(rows: list[ResultRow], path: Path, title: str = "") -> 
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def monitor_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """kNN monitor accuracy on the validation split against pretraining epoch, one line per run."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, points in curves.items():
+        ax.plot([e for e, _ in points], [100 * a for _, a in points], marker="o", markersize=3, label=name)
+    ax.set_xlabel("pretraining epoch")
+    ax.set_ylabel("kNN top-1 on validation (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=150)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.plots import accuracy_vs_fraction
+from analysis.plots import accuracy_vs_fraction, monitor_curves
 from probclr.errors import ProbclrError
 from probclr.io import atomic_write_text
 from probclr.results import ResultRow, load_rows
@@ -45,6 +45,19 @@ class RunInfo:
         prov = root / "provenance.json"
         self.command = json.loads(prov.read_text()).get("command", "") if prov.is_file() else ""
         self.analysis_meta = json.loads((self.analysis / "analysis.json").read_text()) if self.analysis else {}
+
+    def monitor(self) -> list[tuple[int, float]]:
+        """(epoch, kNN validation accuracy) of every monitored epoch in metrics.jsonl."""
+        path = self.root / "metrics.jsonl"
+        points = []
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("knn_val_acc"), int | float):
+                points.append((int(row.get("epoch", len(points) + 1)), float(row["knn_val_acc"])))
+        return points
 
     def table(self, name: str) -> pd.DataFrame | None:
         if self.analysis is None or not (self.analysis / f"{name}.csv").is_file():
@@ -161,6 +174,14 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
               f"<figure class='small'>{_img(fig)}<figcaption>Test accuracy (mean ± sd over label subsets)."
               "</figcaption></figure>"]
         md += ["## 1. Accuracy across label fractions", "", _md_table(acc), ""]
+
+    curves = {r.name: r.monitor() for r in runs if r.monitor()}
+    if curves:
+        fig = monitor_curves(curves, out / "monitor.png")
+        h += ["<h2>Pretraining: kNN monitor on the validation split</h2>",
+              f"<figure class='small'>{_img(fig)}<figcaption>kNN top-1 (k = 20) of validation images against a"
+              " labeled bank, per epoch (never the test set).</figcaption></figure>"]
+        md += ["## Pretraining: kNN monitor on the validation split", "", "![kNN monitor](monitor.png)", ""]
 
     for i, run in enumerate(runs, start=2):
         h.append(f"<h2>{i}. Run <code>{html.escape(run.name)}</code></h2>")

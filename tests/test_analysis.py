@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 runner = CliRunner()
 TINY = ["--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=16",
-        "--set", "loss.samples=2", "--set", "eval.fractions=[0.1, 1.0]"]
+        "--set", "loss.samples=2", "--set", "eval.fractions=[0.1, 1.0]", "--set", "run.monitor_every=1",
+        "--set", "run.monitor_bank=200", "--set", "run.monitor_queries=50"]
 FAST = ["--seeds", "2", "--ambiguity-images", "60", "--map-points", "80"]
 
 
@@ -48,9 +49,10 @@ def test_report_renders_every_section(analysed, tmp_path):
     ok(["report", str(analysed), "--out", str(tmp_path / "rep"), "--title", "tiny report"])
     page = (tmp_path / "rep" / "report.html").read_text()
     for section in ("Accuracy across label fractions", "Calibration across label fractions", "Uncertainty quality",
-                    "Certainty vs ambiguity", "Reproduce", "probclr pretrain", "probclr analyze"):
+                    "Certainty vs ambiguity", "Reproduce", "probclr pretrain", "probclr analyze",
+                    "kNN monitor on the validation split"):
         assert section in page, section
-    assert page.count("data:image/png;base64,") >= 6  # self-contained: every figure embedded
+    assert page.count("data:image/png;base64,") >= 7  # self-contained: every figure embedded
     assert "every deterministic score on misclassification AUROC" in page
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert md.startswith("# tiny report") and "| fraction |" in md
