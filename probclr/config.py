@@ -7,6 +7,7 @@ wrongly typed value or an impossible one raises :class:`ConfigError` naming the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,6 +166,31 @@ class Config:
 # parsing
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to ``limit`` characters: error messages never print an unbounded value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors/aliases (a billion-laughs file is refused before anything is expanded)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise ConfigError("YAML aliases (*name) are not allowed in probclr configs; write the value out")
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """Parse YAML text with no aliases and bounded nesting; errors are one line naming ``what``."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError as err:
+        raise ConfigError(f"{what} is nested too deeply to be a config") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} is not valid YAML: {err}".splitlines()[0][:300]) from err
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -180,23 +206,25 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce(key, value, inner[0])
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {shown(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+            raise ConfigError(f"{key} must have {len(args)} items, got {shown(value)}")
         return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+            raise ConfigError(f"{key} must be true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer, got {shown(value)}")
+        if abs(value) >= 2**62:
+            raise ConfigError(f"{key} must be an integer below 2^62 in size, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -205,25 +233,27 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number, got {shown(value)}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+            raise ConfigError(f"{key} must be a string, got {shown(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
-            f"unknown config key {where}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"
+            f"unknown config key {where}{str(unknown[0])[:60]}; valid keys here: {', '.join(sorted(names))}"
         )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -267,10 +297,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse the value of {key.strip()}: {raw!r}") from err
+    value = safe_yaml(raw, f"the value of {shown(key.strip(), 60)}") if raw.strip() else None
     return key.strip(), value
 
 
@@ -287,12 +314,19 @@ def merge(base: Config, updates: dict[str, Any]) -> Config:
 def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (empty file = {}); errors name the file and what is wrong."""
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a folder, not a YAML file (see {hint})")
+    if not p.exists():
         raise ConfigError(f"{what} {str(p)!r} does not exist (see {hint})")
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} is not a regular file (see {hint})")
     try:
-        loaded = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {err}".splitlines()[0]) from err
+        text = p.read_bytes()[: (1 << 20) + 1].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {str(p)!r} is not UTF-8 text (byte {err.start})") from err
+    if len(text) > 1 << 20:
+        raise ConfigError(f"{what} {str(p)!r} is larger than 1 MiB; not a config")
+    loaded = safe_yaml(text, f"{what} {str(p)!r}") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {str(p)!r} must be a mapping")
     return loaded
@@ -319,6 +353,35 @@ def _check(ok: bool, message: str) -> None:
 
 def _prob(key: str, p: float) -> None:
     _check(0.0 <= p <= 1.0, f"{key} must be a probability in [0, 1], got {p}")
+
+
+def _ranges(cfg: Config) -> None:
+    """Every numeric field in a finite range (values that pass type checks but would crash or hang later)."""
+    m, r, e, o, s = cfg.model, cfg.run, cfg.eval, cfg.optim, cfg.supervised
+    checks: list[tuple[str, float, float, float]] = [
+        ("run.seed", r.seed, 0, 2**63 - 1), ("model.proj_dim", m.proj_dim, 1, 65536),
+        ("optim.warmup_epochs", o.warmup_epochs, 0, 10**6), ("optim.epochs", o.epochs, 0, 10**6),
+        ("optim.batch_size", o.batch_size, 2, 10**7), ("optim.lr", o.lr, 0, 1e3),
+        ("optim.weight_decay", o.weight_decay, 0, 10),
+        ("loss.temperature", cfg.loss.temperature, 1e-4, 100), ("loss.samples", cfg.loss.samples, 1, 4096),
+        ("loss.kappa_max", cfg.loss.kappa_max, 0, 1e8), ("loss.kl_weight", cfg.loss.kl_weight, 0, 1e3),
+        ("eval.batch_size", e.batch_size, 1, 10**6), ("eval.mlp_hidden", e.mlp_hidden, 1, 10**5),
+        ("eval.mlp_epochs", e.mlp_epochs, 1, 10**5), ("eval.knn_k", e.knn_k, 1, 10**6), ("eval.seeds", e.seeds, 1, 1000),
+        ("supervised.finetune_lr_scale", s.finetune_lr_scale, 0, 100), ("supervised.lr", s.lr, 0, 100),
+        ("supervised.weight_decay", s.weight_decay, 0, 1), ("supervised.steps", s.steps, 1, 10**7),
+        ("supervised.batch_size", s.batch_size, 2, 10**6), ("supervised.pad", s.pad, 0, 64),
+        ("augment.strength", cfg.augment.strength, 0, 10),
+    ]
+    if r.num_threads is not None:
+        checks.append(("run.num_threads", r.num_threads, 1, 4096))
+    if cfg.data.image_size is not None:
+        checks.append(("data.image_size", cfg.data.image_size, 3, 4096))
+    if m.proj_hidden is not None:
+        checks.append(("model.proj_hidden", m.proj_hidden, 1, 65536))
+    checks += [(f"model.convnet_widths[{i}]", w, 1, 65536) for i, w in enumerate(m.convnet_widths)]
+    checks += [(f"eval.weight_decays[{i}]", w, 0, 1e3) for i, w in enumerate(e.weight_decays)]
+    for key, value, lo, hi in checks:
+        _check(lo <= value <= hi, f"{key} must be in [{lo:g}, {hi:g}], got {value:g}")
 
 
 def validate(cfg: Config) -> None:
@@ -401,6 +464,7 @@ def validate(cfg: Config) -> None:
            f"supervised.grid_weight_decay must be non-empty values in [0, 1], got {list(s.grid_weight_decay)}")
     _check(len(s.grid_steps) > 0 and all(1 <= v <= 10**7 for v in s.grid_steps),
            f"supervised.grid_steps must be non-empty values in [1, 1e7], got {list(s.grid_steps)}")
+    _ranges(cfg)
 
 
 def save_config(cfg: Config, path: Path) -> None:

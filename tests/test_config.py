@@ -95,3 +95,43 @@ def test_parse_override_yaml_values():
     assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
     assert parse_override("a.b=null") == ("a.b", None)
     assert parse_override("a.b=x=y") == ("a.b", "x=y")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("run.seed=100000000000000000000", "run.seed"), ("run.num_threads=100000000000", "run.num_threads"),
+    ("optim.warmup_epochs=.inf", "optim.warmup_epochs"), ("model.proj_dim=1000000000", "model.proj_dim"),
+    ("eval.batch_size=0", "eval.batch_size"), ("eval.mlp_hidden=-1", "eval.mlp_hidden"),
+    ("eval.knn_temperature=1e-300", "eval.knn_temperature"), ("eval.weight_decays=[.inf]", "eval.weight_decays"),
+    ("loss.temperature=.inf", "loss.temperature"), ("supervised.finetune_lr_scale=.nan", "supervised.finetune_lr_scale"),
+    ("eval.max_iter=0", "eval.max_iter"), ("data.image_size=2", "data.image_size"), ("run.seed=1e20", "run.seed"),
+])
+def test_every_numeric_field_has_a_finite_range(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_hostile_yaml_is_refused_in_one_bounded_line(tmp_path):
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    for text, match in ((laughs, "aliases"), ("x: " + "[" * 3000 + "]" * 3000, "nested too deeply"),
+                        ("optim: {lr: 0.1}\n", None)):
+        p = tmp_path / "c.yaml"
+        p.write_text(text)
+        if match is None:
+            assert load_config(p).optim.lr == 0.1
+            continue
+        with pytest.raises(ConfigError, match=match) as err:
+            load_config(p)
+        assert len(str(err.value)) < 400 and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(None, ["eval.fractions=&a [0.1]"] + ["eval.seeds=*a"])
+    p.write_bytes(b"optim:\n  lr: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config("/dev/null")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["optim.lr=" + "9" * 5000 + "x"])
+    assert len(str(err.value)) < 300
