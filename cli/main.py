@@ -321,8 +321,10 @@ def demo(
     from analysis.demo import run_demo
     from analysis.tables import comparison_table, format_table
 
-    path = config or _repo_config("digits_demo.yaml")
-    cfg = assemble_config(path if path.exists() else None, set_)
+    path: Path | None = config or _repo_config("digits_demo.yaml")
+    if config is None and path is not None and not path.exists():
+        path = None  # installed without the repository's configs/: the defaults are the demo's digits
+    cfg = assemble_config(path, set_)  # a --config that does not exist is an error, never the defaults
     with ProgressBar("pretrain") as bar:
         res = run_demo(cfg, out, bar.update, command_line(ctx), log=lambda s: typer.echo(s, err=True))
     typer.echo(format_table(res.rows))

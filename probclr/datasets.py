@@ -25,6 +25,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     """The dataset named by ``cfg.dataset``, decoded once and cached, limited if asked, with the
     validation split carved out of the labeled training images (``Splits.val``)."""
     if cfg.dataset == "digits":
+        if cfg.data_dir:  # an option a command cannot honour is an error, never a no-op
+            raise DataError(f"--data-dir {cfg.data_dir!r} was given but the digits dataset is embedded and reads no"
+                            " folder; pass --dataset cifar10, stl10 or imagefolder, or leave --data-dir out")
         s = digits()
     elif cfg.dataset == "cifar10":
         s = cifar10(cfg)
@@ -122,6 +125,25 @@ def _load_batch(path: Path) -> dict[str, Any]:
     return entry
 
 
+def _batch_arrays(entry: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images (N, 3, 32, 32) uint8 and labels (N,) in 0..9, after checking every field."""
+    data, labels = entry["data"], entry.get("labels", entry.get("fine_labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}".strip()
+        raise DataError(f"CIFAR-10 batch {str(path)!r}: 'data' must be a uint8 array of shape (N, 3072), got {got}")
+    if labels is None:
+        raise DataError(f"CIFAR-10 batch {str(path)!r} has no 'labels'")
+    if not isinstance(labels, list | np.ndarray) or not all(isinstance(v, int | np.integer) for v in labels):
+        raise DataError(f"CIFAR-10 batch {str(path)!r}: 'labels' must be a list of integers")
+    y = np.asarray(labels, dtype=np.int64)
+    if y.shape != (data.shape[0],):
+        raise DataError(f"CIFAR-10 batch {str(path)!r}: {y.size} labels for {data.shape[0]} images")
+    bad = np.nonzero((y < 0) | (y > 9))[0]
+    if bad.size:
+        raise DataError(f"CIFAR-10 batch {str(path)!r}: label {int(y[bad[0]])} at row {int(bad[0])} is not in 0..9")
+    return data.reshape(-1, 3, 32, 32), y
+
+
 def _read_cifar_batches(root: Path) -> Splits:
     def read(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -130,8 +152,9 @@ def _read_cifar_batches(root: Path) -> Splits:
             if not path.is_file():
                 raise DataError(f"CIFAR-10 batch file {str(path)!r} is missing")
             entry = _load_batch(path)  # the official format is a pickle of numpy arrays; read restricted
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
+            x, y = _batch_arrays(entry, path)
+            xs.append(x)
+            ys.append(y)
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
     xtr, ytr = read([f"data_batch_{i}" for i in range(1, 6)])

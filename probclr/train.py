@@ -362,6 +362,8 @@ def pretrain(
             })
             loggers.epoch(history[-1], torch.cat(kappas) if kappas else None)
             checkpoint(epoch + 1)
+            if stop.signal is not None and epoch + 1 < cfg.optim.epochs:  # a signal at an epoch's last step
+                raise Stopped(stop.signal, step, run.last)  # (or in a one-step epoch) stops here, epoch saved
     if loggers.items:
         log_projector(loggers, model, splits)
     loggers.close()

@@ -246,3 +246,29 @@ def test_read_only_output_folder_is_one_line_and_keeps_the_checkpoint(tmp_path, 
     assert "unchanged" in errors[0] or "nothing was written" in errors[0], errors[0]
     assert (out / "checkpoints" / "last.pt").read_bytes() == before  # the previous checkpoint, intact
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == listing  # nothing new, no temporary files
+
+
+@pytest.mark.slow
+def test_stop_signal_is_honoured_when_every_epoch_is_one_step(tmp_path):
+    """One step per epoch (128 images, batch 128): SIGINT stops at the end of the current step's epoch, and
+    resume ends where an uninterrupted run ends."""
+    one_step = ["--set", "data.train_limit=128", "--batch-size", "128", "--epochs", "150"]
+    ref = tmp_path / "ref"
+    subprocess.run([*_cmd(ref)[:-4], *one_step, "--out", str(ref)], check=True, capture_output=True, timeout=300)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*_cmd(out)[:-4], *one_step, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "metrics.jsonl")
+    time.sleep(0.3)
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - sent < 10, err
+    assert "continue with --resume" in err and "Traceback" not in err
+    subprocess.run([*_cmd(out)[:-4], *one_step, "--out", str(out), "--resume"], check=True, capture_output=True,
+                   timeout=300)
+    model, metrics = _final(out)
+    ref_model, ref_metrics = _final(ref)
+    assert metrics == ref_metrics
+    for k, v in ref_model.items():
+        assert torch.equal(model[k], v), k

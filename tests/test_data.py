@@ -198,3 +198,23 @@ def test_stl10_binary_layout(tmp_path):
     assert torch.equal(s.train.images[2].permute(1, 2, 0), torch.from_numpy(hwc["train"][2]))
     assert s.train.labels.tolist() == [0, 1, 2, 3] and (s.pretrain.labels[:5] == -1).all()
     assert s.train.classes[0] == "c0"
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"data": np.zeros((2, 3000), np.uint8), "labels": [1, 2]}, "shape (N, 3072)"),
+    ({"data": "not pixels", "labels": [1, 2]}, "must be a uint8 array"),
+    ({"data": np.zeros((2, 3072), np.uint8)}, "has no 'labels'"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": "12"}, "list of integers"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [1]}, "1 labels for 2 images"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 99]}, "label 99 at row 1 is not in 0..9"),
+    ({"data": np.zeros((2, 3072), np.float32), "labels": [1, 2]}, "must be a uint8 array"),
+])
+def test_malformed_cifar_batches_that_unpickle_fine_are_refused(tmp_path, entry, match):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    good = {"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(root / name, "wb") as fh:
+            pickle.dump(entry if name == "data_batch_3" else good, fh)
+    with pytest.raises(DataError, match=match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path), val_size=0))
