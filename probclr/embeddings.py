@@ -19,6 +19,7 @@ from probclr.features import as_float_rgb, load_model
 from probclr.heads import Embedding, SimCLRModel
 from probclr.io import atomic_torch_save
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+from probclr.runlock import stable_checkpoint
 
 
 @torch.no_grad()
@@ -46,11 +47,13 @@ def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: s
     classes, digest)."""
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
-    cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
+    with stable_checkpoint(ckpt) as stable:  # config, weights and digest of one checkpoint
+        cfg = config_from_checkpoint(load_run_checkpoint(run, stable))
+        model = load_model(stable)
+        digest = file_digest(stable)
     data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=data_dir)
     splits = load_splits(data_cfg)
-    model = load_model(ckpt)
-    out: dict[str, object] = {"checkpoint_sha256": file_digest(ckpt), "classes": list(splits.train.classes)}
+    out: dict[str, object] = {"checkpoint_sha256": digest, "classes": list(splits.train.classes)}
     parts = [("train", splits.train), ("test", splits.test)]
     if splits.val is not None and splits.val.images.shape[0] > 0:
         parts.append(("val", splits.val))  # the validation split: for choices made by analyze (never test)

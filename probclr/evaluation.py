@@ -21,6 +21,7 @@ from probclr.probes import train_linear_probe, train_mlp_probe
 from probclr.provenance import provenance
 from probclr.results import ResultRow, save_results
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+from probclr.runlock import stable_checkpoint
 
 SPLITS = ("test", "val")
 
@@ -116,7 +117,15 @@ def evaluate_run(
     ``eval/<checkpoint>/val/results.json``."""
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
-    state = load_run_checkpoint(run, ckpt)
+    with stable_checkpoint(ckpt) as stable:  # one checkpoint throughout, even while pretraining replaces it
+        return _evaluate(run, ckpt, stable, cfg, data_dir, method, command, finetune, split, data)
+
+
+def _evaluate(
+    run: RunDir, ckpt: Path, stable: Path, cfg: EvalConfig | None, data_dir: str | None, method: str,
+    command: list[str] | None, finetune: bool, split: str, data: DataConfig | None,
+) -> tuple[list[ResultRow], Path]:
+    state = load_run_checkpoint(run, stable)
     run_cfg = config_from_checkpoint(state)
     cfg = cfg or run_cfg.eval
     data_cfg = data or run_cfg.data
@@ -127,10 +136,10 @@ def evaluate_run(
     num_classes = num_classes_of(splits)
     evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, cfg.fractions)
-    feats = cached_features(run.root, ckpt, splits.train, evaluated, cfg.batch_size)
+    feats = cached_features(run.root, stable, splits.train, evaluated, cfg.batch_size)
     rows = probe_rows(feats, cfg, method, num_classes)
     if finetune:
-        rows += finetune_rows(ckpt, splits, evaluated, cfg, method, num_classes, run_cfg)
+        rows += finetune_rows(stable, splits, evaluated, cfg, method, num_classes, run_cfg)
     meta = {
         "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": feats.checkpoint_sha256,
         "checkpoint_epoch": int(state.get("epoch", -1)), "eval_config": dataclasses.asdict(cfg),

@@ -7,6 +7,7 @@ Device-resident data path: the uint8 images live on the training device, are shu
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ from probclr.monitor import KNNMonitor, monitor_interval
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
 from probclr.rundir import RunDir, config_diff, config_from_checkpoint
+from probclr.runlock import RunLock
 from probclr.syncbn import convert_to_global_bn
 
 
@@ -185,7 +187,18 @@ def pretrain(
     on_progress: Callable[[Progress], None] | None = None,
     command: list[str] | None = None,
 ) -> PretrainResult:
-    """Train SimCLR with ``cfg`` into the run directory ``out``; checkpoint every epoch."""
+    """Train SimCLR with ``cfg`` into the run directory ``out``; checkpoint every epoch. The run directory is
+    locked for the whole run (one writer; with several processes, rank 0 holds it)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _pretrain(cfg, out, resume, on_progress, command)
+    with RunLock(Path(out)):
+        return _pretrain(cfg, out, resume, on_progress, command)
+
+
+def _pretrain(
+    cfg: Config, out: str | Path, resume: bool, on_progress: Callable[[Progress], None] | None,
+    command: list[str] | None,
+) -> PretrainResult:
     run = RunDir(out)
     if run.last.exists() and not resume:
         raise ProbclrError(f"{str(run.root)!r} already holds a run; pass --resume to continue it or another --out")
