@@ -24,7 +24,7 @@ from probclr.datasets import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
 from probclr.features import load_model
 from probclr.fractions import label_subset
-from probclr.io import atomic_write_json, atomic_write_text
+from probclr.io import atomic_write_json, atomic_write_text, staged_dir
 from probclr.knn import train_knn_probe
 from probclr.metrics import score
 from probclr.probes import LinearProbe, train_linear_probe
@@ -121,8 +121,16 @@ def analyze_run(
     human = None
     if cifar10h is not None:  # validate before the long work
         human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg.data), cifar10h_order)
-    out = run.root / "analysis"
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with staged_dir(run.root / "analysis") as out:  # all of the new analysis, or the old one untouched
+        (out / "figures").mkdir()
+        _analyze_into(out, run, ckpt, cfg, emb, human, command, cifar10h, seeds, ambiguity_images, map_points, start)
+    return run.root / "analysis"
+
+
+def _analyze_into(
+    out: Path, run: RunDir, ckpt: Path, cfg: Config, emb: dict[str, Any], human: Tensor | None, command: list[str],
+    cifar10h: str | None, seeds: int | None, ambiguity_images: int, map_points: int, start: float,
+) -> None:
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -181,4 +189,3 @@ def analyze_run(
         "ambiguity_images": n_amb, "map_points": int(sel.numel()),
         "cifar10h": cifar10h, "timings": timings, "provenance": provenance(torch.device("cpu"), command),
     })
-    return out

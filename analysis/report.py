@@ -65,6 +65,24 @@ class RunInfo:
         return pd.read_csv(self.analysis / f"{name}.csv")
 
 
+def unique_names(paths: list[Path]) -> list[str]:
+    """The shortest trailing path of each run that no other run shares (``a/s0`` and ``b/s0``, not ``s0``
+    twice); the same folder given twice is refused."""
+    resolved = [p.resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        dup = next(p for p in paths if resolved.count(p.resolve()) > 1)
+        raise ProbclrError(f"run directory {str(dup)!r} is given twice")
+    parts = [r.parts for r in resolved]
+    names = []
+    for i, own in enumerate(parts):
+        for depth in range(1, len(own) + 1):
+            tail = own[-depth:]
+            if all(other[-depth:] != tail for j, other in enumerate(parts) if j != i):
+                names.append("/".join(tail))
+                break
+    return names
+
+
 def _pm(series: pd.Series, scale: float = 1.0, digits: int = 1) -> str:
     m, s = series.mean() * scale, series.std() * scale
     return f"{m:.{digits}f}" if len(series) < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
@@ -156,6 +174,8 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
     if not run_dirs:
         raise ProbclrError("report needs at least one run directory")
     runs = [RunInfo(Path(r)) for r in run_dirs]
+    for run, name in zip(runs, unique_names([r.root for r in runs]), strict=True):
+        run.name = name  # two runs are never merged because their folders share a name
     out.mkdir(parents=True, exist_ok=True)
     h: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]

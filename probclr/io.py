@@ -9,8 +9,10 @@ import errno
 import glob
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,3 +100,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Write a command's whole output folder in a staging folder beside ``final``, then swap it in: readers
+    see the old outputs or the new ones, never a mix, and a failure leaves the old ones untouched."""
+    final = Path(final)
+    stage = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(stage, final)
+    shutil.rmtree(old, ignore_errors=True)

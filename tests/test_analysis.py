@@ -141,3 +141,31 @@ def test_ece_matches_torchmetrics_if_installed():
     labels = torch.randint(0, 10, (500,), generator=gen)
     ref = tm.functional.classification.multiclass_calibration_error(probs, labels, num_classes=10, n_bins=15)
     assert ece(probs, labels) == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_failed_reanalysis_leaves_the_previous_analysis_whole(analysed, monkeypatch):
+    from analysis import analyze as an
+
+    before = {p.relative_to(analysed): p.read_bytes() for p in (analysed / "analysis").rglob("*") if p.is_file()}
+
+    def broken(out):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(an.figures, "analysis_figures", broken)
+    with pytest.raises(RuntimeError):
+        an.analyze_run(analysed, ["probclr", "analyze"], seeds=2, ambiguity_images=60, map_points=80)
+    after = {p.relative_to(analysed): p.read_bytes() for p in (analysed / "analysis").rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in analysed.iterdir() if p.name.startswith(".analysis")]  # no staging folder left
+
+
+def test_report_keeps_runs_with_the_same_folder_name_apart(analysed, tmp_path):
+    import shutil
+
+    for parent in ("a", "b"):
+        shutil.copytree(analysed, tmp_path / parent / "prob")
+    ok(["report", str(tmp_path / "a" / "prob"), str(tmp_path / "b" / "prob"), "--out", str(tmp_path / "rep")])
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "| a/prob |" in md and "| b/prob |" in md
+    bad(["report", str(tmp_path / "a" / "prob"), str(tmp_path / "a" / "prob"), "--out", str(tmp_path / "r2")],
+        "is given twice")

@@ -6,6 +6,7 @@ import sys
 import time
 
 from clihelp import bad
+
 from probclr.runlock import RunLock, stable_checkpoint
 
 
