@@ -31,7 +31,7 @@ def user_errors(fn: F) -> F:
         except ProbclrError as err:
             fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
         except KeyboardInterrupt:
-            typer.echo("interrupted; the last completed checkpoint is kept (resume with --resume)", err=True)
+            typer.echo("interrupted; outputs already completed are kept, nothing is half-written", err=True)
             raise typer.Exit(code=130) from None
         except OSError as err:
             if err.errno is None:

@@ -53,6 +53,9 @@ def pretrain(
     from probclr.train import Stopped
     from probclr.train import pretrain as run_pretrain
 
+    own = out / "config.yaml"
+    if resume and config is None and own.is_file():
+        config = own  # --resume needs only --out: the run's own config, plus any flag given now
     cfg = assemble_config(
         config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
         data__download=download or None, optim__epochs=epochs, optim__batch_size=batch_size,

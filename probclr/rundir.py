@@ -76,6 +76,17 @@ _IDENTITY = ("model.", "loss.", "augment.", "optim.", "run.seed", "data.dataset"
              "data.test_limit", "data.image_size")
 
 
+# What may change when a run is resumed: where things are, how it is watched and evaluated; not what it computes.
+_RUNTIME = ("data.data_dir", "data.cache_dir", "data.download", "run.device", "run.num_threads", "run.log_every",
+            "run.loggers", "run.monitor_every", "run.monitor_bank", "run.monitor_queries", "run.keep_checkpoints",
+            "eval.", "supervised.", "data.val_size", "data.val_seed")
+
+
+def resume_diff(saved: Config, now: Config) -> list[str]:
+    """Keys on which a resumed run's config may not differ from the one it was started with."""
+    return [k for k in config_diff(saved, now) if not k.startswith(_RUNTIME)]
+
+
 def identity_diff(a: Config, b: Config) -> list[str]:
     """The keys that define a pretrained model (not runtime or evaluation settings) on which two configs differ."""
     return [k for k in config_diff(a, b) if k.startswith(_IDENTITY)]

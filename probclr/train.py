@@ -36,7 +36,7 @@ from probclr.losses import mc_infonce_global, nt_xent_global
 from probclr.monitor import KNNMonitor, monitor_interval
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
-from probclr.rundir import RunDir, config_diff, config_from_checkpoint
+from probclr.rundir import RunDir, config_from_checkpoint, resume_diff
 from probclr.runlock import RunLock
 from probclr.syncbn import convert_to_global_bn
 
@@ -150,13 +150,21 @@ def kappa_stats(kappas: list[Tensor]) -> dict[str, float]:
             "kappa_q50": float(q[1]), "kappa_q90": float(q[2])}
 
 
+def _value(cfg: Config, dotted: str) -> Any:
+    section, key = dotted.split(".", 1)
+    return to_dict(cfg)[section][key]
+
+
 def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict:
     state = load_checkpoint(run.last)
     saved = config_from_checkpoint(state)
-    diff = config_diff(saved, cfg)
+    diff = resume_diff(saved, cfg)
     if diff:
+        shown = ", ".join(f"{k} (run: {_value(saved, k)!r}, now: {_value(cfg, k)!r})" for k in diff[:3])
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
         raise CheckpointError(
-            f"cannot resume {str(run.root)!r}: its config differs in {', '.join(diff)}; use the same config"
+            f"cannot resume {str(run.root)!r}: its config differs in {shown}{more}; resume with only --out RUN"
+            " --resume (the run's own config.yaml is used), or start a new run in another --out"
         )
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
@@ -351,7 +359,8 @@ def _pretrain(
                     if not math.isfinite(value):
                         raise TrainingError(
                             f"loss became {value} at step {step} (epoch {epoch + 1}); the last good checkpoint"
-                            f" is {str(run.last)!r}. Lower optim.lr or raise loss.temperature"
+                            f" is {str(run.last)!r}. Start a new run (another --out) with a lower optim.lr or a higher"
+                            " loss.temperature, or let optim.skip_nonfinite skip such steps"
                         )
                     if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
                         rate = (i + 1 - first) * b / (time.perf_counter() - t0)

@@ -63,7 +63,9 @@ def test_stop_signal_saves_mid_epoch_and_resume_is_exact(tmp_path, reference, si
     assert "continue with --resume" in err and "Traceback" not in err
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert "partial" in state or state["epoch"] > 0
-    subprocess.run(_cmd(out, "--resume"), check=True, capture_output=True, timeout=300)
+    # --resume needs only --out: the run's own config.yaml supplies every other setting
+    subprocess.run([sys.executable, "-m", "cli.main", "pretrain", "--out", str(out), "--resume"], check=True,
+                   capture_output=True, timeout=300)
     model, metrics = _final(out)
     assert metrics == reference[1]
     for k, v in reference[0].items():
@@ -272,3 +274,23 @@ def test_stop_signal_is_honoured_when_every_epoch_is_one_step(tmp_path):
     assert metrics == ref_metrics
     for k, v in ref_model.items():
         assert torch.equal(model[k], v), k
+
+
+def test_resume_refuses_a_changed_setting_naming_both_values(tmp_path):
+    from clihelp import bad
+
+    out = tmp_path / "run"
+    subprocess.run(_cmd(out, epochs=1), check=True, capture_output=True, timeout=300)
+    lines = bad(["pretrain", "--out", str(out), "--resume", "--set", "optim.lr=0.5"],
+                "differs in optim.lr (run: 0.3, now: 0.5)")
+    assert len(lines) == 1
+
+
+def test_ctrl_c_during_start_up_is_one_line():
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.entry import main; main()", "pretrain", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted while starting" in err  # torch takes > 0.5 s to import
