@@ -11,18 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from probclr.io import atomic_write_bytes  # noqa: E402
+from analysis.plots import save_figure  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=130)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path, dpi=130)
 
 
 def reliability_figure(rel: pd.DataFrame, path: Path) -> Path:

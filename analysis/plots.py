@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +11,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from probclr.io import atomic_write_bytes  # noqa: E402
 from probclr.results import ResultRow, rows_frame  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 130) -> Path:
+    """Render ``fig`` to PNG in memory, then write it atomically (a full disk leaves no temporary file)."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def accuracy_vs_fraction(rows: list[ResultRow], path: Path, title: str = "") -> Path:
@@ -31,13 +42,7 @@ def accuracy_vs_fraction(rows: list[ResultRow], path: Path, title: str = "") -> 
     ax.set_ylabel("test accuracy (%)")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, Path(path), dpi=150)
     return path
 
 
@@ -50,11 +55,5 @@ def monitor_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> Pa
     ax.set_xlabel("pretraining epoch")
     ax.set_ylabel("kNN top-1 on validation (%)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, Path(path), dpi=150)
     return path

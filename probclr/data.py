@@ -45,10 +45,24 @@ class Splits(NamedTuple):
 # decoding
 
 
+MAX_PIXELS = 40_000_000  # larger images (a decompression bomb, a mistake) are refused before decoding
+MAX_ASPECT = 20  # a 1 x 1,000,000 strip would become an enormous image when its short side is resized
+
+
+def _check_size(path: Path, wh: tuple[int, int], size: int | None) -> None:
+    w, h = wh
+    if w < 1 or h < 1 or w * h > MAX_PIXELS:
+        raise DataError(f"image {str(path)!r} is {w}x{h} pixels; probclr reads images of at most {MAX_PIXELS:,} pixels")
+    if size is not None and max(w, h) > MAX_ASPECT * min(w, h):
+        raise DataError(f"image {str(path)!r} is {w}x{h}: an aspect ratio above {MAX_ASPECT}:1 cannot be resized to"
+                        f" {size}x{size} by its shorter side")
+
+
 def _decode(path: Path, size: int | None) -> np.ndarray:
     """One image file -> (H, W, 3) uint8, converting grey, palette, RGBA and 16-bit modes to RGB."""
     try:
         with Image.open(path) as im:
+            _check_size(path, im.size, size)  # from the header, before decoding a single pixel
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -63,8 +77,8 @@ def _decode(path: Path, size: int | None) -> np.ndarray:
                 left, top = (w - size) // 2, (h - size) // 2
                 im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"cannot read image {str(path)!r}: {err}") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {str(path)!r}: {str(err)[:200]}") from err
 
 
 def decode_files(paths: list[Path], size: int | None) -> Tensor:

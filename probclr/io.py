@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import json
 import os
 import shutil
@@ -79,7 +80,11 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    _atomic(path, lambda fh: torch.save(obj, fh))
+    """torch.save into memory first, then one atomic write: a full disk is an OutputError naming the file
+    (torch's own writer reports it as an internal "enforce fail ... unexpected pos")."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

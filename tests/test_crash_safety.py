@@ -294,3 +294,31 @@ def test_ctrl_c_during_start_up_is_one_line():
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err
     assert proc.returncode == 130 and "interrupted while starting" in err  # torch takes > 0.5 s to import
+
+
+_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from cli.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("stage", ["first checkpoint", "embed"])
+def test_write_failure_in_torch_save_is_one_line_and_leaves_no_temporary_file(tmp_path, stage):
+    """A real failed write (a file-size limit, as a full disk) in torch.save: one line, exit 2, no traceback,
+    no temporary file; for the first checkpoint and for `embed` (a file larger than the checkpoint)."""
+    out = tmp_path / "run"
+    if stage == "first checkpoint":
+        cmd = [sys.executable, "-c", _LIMITED, "20000", *ARGS, "--epochs", "2", "--out", str(out)]
+    else:
+        subprocess.run(_cmd(out, epochs=1), check=True, capture_output=True, timeout=300)
+        limit = (out / "checkpoints" / "last.pt").stat().st_size + 4096
+        cmd = [sys.executable, "-c", _LIMITED, str(limit), "embed", "--run", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith("pretrain: epoch")]
+    assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in res.stderr, res.stderr
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))

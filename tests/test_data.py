@@ -218,3 +218,27 @@ def test_malformed_cifar_batches_that_unpickle_fine_are_refused(tmp_path, entry,
             pickle.dump(entry if name == "data_batch_3" else good, fh)
     with pytest.raises(DataError, match=match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path), val_size=0))
+
+
+def test_absurd_image_sizes_are_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def png_header_only(path, w, h):  # a valid PNG header claiming w x h (its pixels would never fit)
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
+                         chunk(b"IEND", b""))
+
+    root = tmp_path / "bomb" / "a"
+    root.mkdir(parents=True)
+    for side, match in ((20000, "decompression bomb"), (7000, "7000x7000 pixels")):  # Pillow's limit, then ours
+        png_header_only(root / "x.png", side, side)
+        with pytest.raises(DataError, match=match):
+            load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "bomb"), image_size=32))
+    strip = tmp_path / "strip" / "a"
+    strip.mkdir(parents=True)
+    Image.new("RGB", (1, 10000)).save(strip / "s.png")
+    with pytest.raises(DataError, match="aspect ratio"):
+        load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "strip"), image_size=32))
