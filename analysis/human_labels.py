@@ -32,8 +32,11 @@ def load_cifar10h(path: str | Path) -> Tensor:
         raise ProbclrError(f"CIFAR-10H file {str(p)!r} does not exist (expected cifar10h-probs.npy)")
     try:
         arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ProbclrError(f"CIFAR-10H file {str(p)!r} is not a .npy array: {err}") from err
+    except (ValueError, OSError, EOFError) as err:
+        raise ProbclrError(f"CIFAR-10H file {str(p)!r} is not a .npy array: {str(err)[:200]}") from err
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        kind = type(arr).__name__ if not isinstance(arr, np.ndarray) else f"array of {arr.dtype}"
+        raise ProbclrError(f"CIFAR-10H file {str(p)!r} must be one numeric .npy array (10000, 10), got {kind}")
     if arr.shape != (ROWS, CLASSES):
         raise ProbclrError(f"CIFAR-10H file {str(p)!r} has shape {arr.shape}, expected ({ROWS}, {CLASSES})")
     if not np.isfinite(arr).all() or (arr < 0).any() or not np.allclose(arr.sum(1), 1, atol=1e-6):
@@ -51,7 +54,13 @@ def align(human: Tensor, test_labels: Tensor, original_order: bool, order_file: 
     if test_labels.numel() != ROWS:
         raise ProbclrError(f"the run's test set has {test_labels.numel()} images, CIFAR-10H covers {ROWS}")
     if order_file is not None:
-        order = torch.from_numpy(np.load(Path(order_file), allow_pickle=False)).long()
+        try:
+            raw = np.load(Path(order_file), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ProbclrError(f"alignment file {str(order_file)!r} is not a .npy array: {str(err)[:200]}") from err
+        if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iu":
+            raise ProbclrError(f"alignment file {str(order_file)!r} must be one integer .npy array of {ROWS} rows")
+        order = torch.from_numpy(raw).long()
         if order.shape != (ROWS,) or not torch.equal(order.sort().values, torch.arange(ROWS)):
             raise ProbclrError(f"alignment file {str(order_file)!r} must hold a permutation of 0..{ROWS - 1}")
         source = f"alignment file {str(order_file)!r}"

@@ -17,7 +17,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    # file names that are not UTF-8 arrive as surrogate escapes: print them escaped, never crash on them
+    text = f"error: {message}".encode("utf-8", "backslashreplace").decode("utf-8")
+    typer.echo(text[:2000], err=True)
     raise typer.Exit(code=2)
 
 

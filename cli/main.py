@@ -218,7 +218,7 @@ def analyze(
     cifar10h: Annotated[Path | None, typer.Option(help="CIFAR-10H cifar10h-probs.npy, for human-label agreement")] = None,
     cifar10h_order: Annotated[Path | None, typer.Option(help=".npy: the CIFAR-10H row of every test image")] = None,
     ambiguity_images: Annotated[int, typer.Option(min=3, help="test images for the crop / corruption study")] = 10000,
-    map_points: Annotated[int, typer.Option(min=10, help="test points in the t-SNE / UMAP maps")] = 2000,
+    map_points: Annotated[int, typer.Option(min=31, help="test points in the t-SNE / UMAP maps (> perplexity 30)")] = 2000,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""

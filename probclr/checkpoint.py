@@ -39,7 +39,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a probclr checkpoint (format {FORMAT} expected)")
+    problem = _malformed(state)
+    if problem:
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or crafted: {problem}")
     return state
+
+
+def _malformed(state: dict[str, Any]) -> str:
+    """What a loadable checkpoint lacks or holds wrongly ('' when its fields are sound)."""
+    model, cfg = state.get("model"), state.get("config")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        return "'model' must be a mapping of tensors"
+    for key in ("encoder.mean", "encoder.std"):
+        if not isinstance(model.get(key), torch.Tensor) or model[key].numel() != 3:
+            return f"'model' lacks the input normalisation {key!r} (3 values)"
+    if not isinstance(cfg, dict):
+        return "'config' must be a mapping"
+    epoch = state.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"'epoch' must be a non-negative integer, got {str(epoch)[:40]!r}"
+    return ""
 
 
 def file_digest(path: Path) -> str:

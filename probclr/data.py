@@ -154,12 +154,13 @@ def cache_dir(cfg: DataConfig) -> Path:
 def _fingerprint(parts: list[str], root: Path) -> str:
     h = hashlib.sha1()
     for part in [_CACHE_VERSION, *parts]:
-        h.update(part.encode())
+        h.update(part.encode("utf-8", "surrogateescape"))
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             st = os.stat(os.path.join(dirpath, name))
-            h.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 

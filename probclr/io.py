@@ -72,7 +72,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))  # non-UTF-8 file names round-trip
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

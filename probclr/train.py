@@ -174,6 +174,23 @@ def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimi
     return state
 
 
+def check_model_runs(model: SimCLRModel, sample: Tensor, cfg: Config) -> None:
+    """One forward pass in eval mode without gradients (no state changes, no random draws); a model that
+    cannot run on these images is a one-line configuration error naming the sizes."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(as_float_rgb(sample))
+    except RuntimeError as err:
+        h, w = sample.shape[-2:]
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"model.backbone {cfg.model.backbone} (model.convnet_widths {list(cfg.model.convnet_widths)})"
+                          f" cannot run on {h}x{w} images: {reason}; use fewer stages or larger images") from err
+    finally:
+        model.train(was)
+
+
 def log_projector(loggers: Loggers, model: SimCLRModel, splits: Splits, count: int = 500) -> None:
     """The embedding projector: h of (the first ``count`` of) the test images, labels, 32 px thumbnails."""
     test = splits.test
@@ -237,6 +254,7 @@ def _pretrain(
     model = build_model(cfg, mean, std).to(device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    check_model_runs(model, images[:2], cfg)  # before anything is written: a retry never meets a half-made run
     train_model: nn.Module = model
     if info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
