@@ -5,6 +5,8 @@ The representation is the globally average-pooled output of the last stage (SimC
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -30,14 +32,44 @@ class ConvNet(nn.Module):
         return self.features(x).mean(dim=(2, 3))  # (B, D)
 
 
-def cifar_resnet(name: str) -> tuple[nn.Module, int]:
-    """torchvision ResNet with the CIFAR stem: 3x3 stride-1 first conv, no max-pool (SimCLR App. B.9)."""
+STEMS = ("cifar", "small", "imagenet")
+
+
+def stem_for(image_size: int) -> str:
+    """``model.stem: auto`` by image side: CIFAR stem up to 48 px, the middle ground up to 128, ImageNet's above."""
+    return "cifar" if image_size <= 48 else "small" if image_size <= 128 else "imagenet"
+
+
+def resolve_stem(model: ModelConfig, image_size: int) -> ModelConfig:
+    """``model.stem: auto`` made concrete from the image size, so a run's config says which stem it used."""
+    if model.stem != "auto" or model.backbone == "convnet":
+        return model
+    return dataclasses.replace(model, stem=stem_for(image_size))
+
+
+def resnet(name: str, stem: str = "cifar") -> tuple[nn.Module, int]:
+    """torchvision ResNet (no fc) with one of three stems:
+
+    - ``cifar``: 3x3 stride-1 first conv, no max-pool (SimCLR App. B.9), for 32 px images;
+    - ``small``: 3x3 stride-1 first conv, then torchvision's 3x3 stride-2 max-pool: the middle ground peers
+      use for 64-96 px images (STL-10, Tiny-ImageNet), one 2x down-sampling instead of ImageNet's four;
+    - ``imagenet``: torchvision's own 7x7 stride-2 conv and max-pool, for 224 px images.
+    """
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}")
     net = getattr(torchvision.models, name)(weights=None)
-    net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
+    if stem in ("cifar", "small"):
+        net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    if stem == "cifar":
+        net.maxpool = nn.Identity()
     dim = net.fc.in_features
     net.fc = nn.Identity()  # type: ignore[assignment]
     return net, dim
+
+
+def cifar_resnet(name: str) -> tuple[nn.Module, int]:
+    """torchvision ResNet with the CIFAR stem (see :func:`resnet`)."""
+    return resnet(name, "cifar")
 
 
 class Encoder(nn.Module):
@@ -75,6 +107,6 @@ def build_encoder(cfg: ModelConfig, mean: Tensor, std: Tensor) -> Encoder:
     if cfg.backbone == "convnet":
         net: nn.Module = ConvNet(cfg.convnet_widths)
         dim = net.out_dim  # type: ignore[assignment]
-    else:
-        net, dim = cifar_resnet(cfg.backbone)
+    else:  # "auto" is resolved from the image size when pretraining starts; unresolved (older runs) = cifar
+        net, dim = resnet(cfg.backbone, "cifar" if cfg.stem == "auto" else cfg.stem)
     return Encoder(net, int(dim), mean, std)

@@ -26,8 +26,12 @@ from probclr.io import atomic_write_bytes
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
 FORMATS = ("torchvision", "torchscript")
-CIFAR_STEM = ("conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); maxpool = nn.Identity();"
-              " fc = nn.Identity()")
+STEM_CHANGES = {  # what to change in torchvision.models.<arch>() before load_state_dict(strict=True)
+    "cifar": "conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); maxpool = nn.Identity();"
+             " fc = nn.Identity()",
+    "small": "conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); fc = nn.Identity()",
+    "imagenet": "fc = nn.Identity()",
+}
 
 
 class _Scripted(nn.Module):
@@ -51,11 +55,11 @@ def run_provenance(run: RunDir) -> dict[str, Any]:
         return {}
 
 
-def torchvision_payload(encoder: Encoder, arch: str, run: RunDir) -> dict[str, Any]:
-    """The weights-only dict of a ResNet encoder, with the stem and normalisation it needs."""
+def torchvision_payload(encoder: Encoder, arch: str, stem: str, run: RunDir) -> dict[str, Any]:
+    """The weights-only dict of a ResNet encoder, with the stem changes and normalisation it needs."""
     state = {k: v.detach().clone() for k, v in encoder.backbone.state_dict().items()}  # fc is Identity: no keys
     return {"state_dict": state, "mean": encoder.mean.flatten().clone(), "std": encoder.std.flatten().clone(),
-            "arch": arch, "stem": CIFAR_STEM, "provenance": json.dumps(run_provenance(run))}
+            "arch": arch, "stem": STEM_CHANGES[stem], "stem_name": stem, "provenance": json.dumps(run_provenance(run))}
 
 
 def export_encoder(run_dir: Path, fmt: str, out: Path, checkpoint: Path | None = None) -> Path:
@@ -64,13 +68,14 @@ def export_encoder(run_dir: Path, fmt: str, out: Path, checkpoint: Path | None =
         raise ProbclrError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
-    arch = config_from_checkpoint(load_run_checkpoint(run, ckpt)).model.backbone
+    model_cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt)).model
+    arch, stem = model_cfg.backbone, "cifar" if model_cfg.stem == "auto" else model_cfg.stem
     encoder = load_encoder(ckpt)
     buf = io.BytesIO()
     if fmt == "torchvision":
         if arch == "convnet":
             raise ProbclrError("the small ConvNet has no torchvision model to load into; use --format torchscript")
-        torch.save(torchvision_payload(encoder, arch, run), buf)
+        torch.save(torchvision_payload(encoder, arch, stem, run), buf)
     else:
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but is what loads without probclr
             warnings.simplefilter("ignore", FutureWarning)

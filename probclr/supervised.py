@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from probclr.augment import translate_flip
-from probclr.backbones import Encoder, build_encoder, channel_stats
+from probclr.backbones import Encoder, build_encoder, channel_stats, resolve_stem
 from probclr.config import Config
 from probclr.data import ImageSet, Splits
 from probclr.datasets import load_splits
@@ -144,6 +144,7 @@ def run_supervised(
     evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, fractions)
     mean, std = channel_stats(splits.pretrain.images)
+    cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(splits.train.images.shape[-1])))
     out, t0 = Path(out), time.perf_counter()
     rows: list[ResultRow] = []
     chosen: dict[str, dict[str, float]] = {}

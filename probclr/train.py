@@ -6,6 +6,7 @@ Device-resident data path: the uint8 images live on the training device, are shu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from probclr.augment import SimCLRAugment
-from probclr.backbones import build_encoder, channel_stats
+from probclr.backbones import build_encoder, channel_stats, resolve_stem
 from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from probclr.config import Config, to_dict
 from probclr.data import Splits
@@ -246,6 +247,7 @@ def _pretrain(
     if n < cfg.optim.batch_size:
         raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
     mean, std = channel_stats(images)
+    cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
     images = images.to(device)
     every = monitor_interval(cfg, splits)
     monitor = KNNMonitor(splits, cfg.run.monitor_bank, cfg.run.monitor_queries) if every and info.is_main else None
