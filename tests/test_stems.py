@@ -50,3 +50,26 @@ def test_configs_for_larger_images_run_on_synthetic_images(tmp_path, config, siz
     assert saved.model.stem == stem  # auto, resolved from the image size and recorded
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert (state["model"]["encoder.backbone.conv1.weight"].shape[-1] == (7 if stem == "imagenet" else 3))
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke_runs_the_same_path_on_cpu(tmp_path):
+    """benchmarks/gpu_suite.sh --smoke: bench (eager, compiled), budgeted pretraining with the kNN monitor,
+    evaluation, a --new-loss run, and the JSON + Markdown summary, on the CPU, so the suite never rots."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "suite"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(out), "--smoke"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    suite = json.loads((out / "suite.json").read_text())
+    assert suite["pretrain"]["epochs"] >= 1 and suite["pretrain"]["knn_val_acc"][-1] is not None
+    assert {s["probe"] for s in suite["linear_and_knn"]} == {"linear", "knn"}
+    assert "kappa_q50" in suite["newloss_last_epoch"] and "eager" in suite["bench"]
+    md = (out / "suite.md").read_text()
+    assert md.startswith("### GPU suite on cpu")
+    assert "bench --config" in md and "pretrain --config" in md
