@@ -33,6 +33,9 @@ class DataConfig:
     # set); None = 5,000 on CIFAR-10, 10 % of the labeled training set otherwise; 0 = none. Stratified.
     val_size: int | None = None
     val_seed: int = 0  # which images form the validation split
+    # where the uint8 pretraining images live while training reads batches (probclr.residency): auto, device,
+    # host (pinned memory, per-batch copies) or stream (memory-mapped .npy in the cache folder)
+    residency: Literal["auto", "device", "host", "stream"] = "auto"
 
 
 @dataclass(frozen=True)

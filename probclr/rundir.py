@@ -79,7 +79,7 @@ _IDENTITY = ("model.", "loss.", "augment.", "optim.", "run.seed", "data.dataset"
 # What may change when a run is resumed: where things are, how it is watched and evaluated; not what it computes.
 _RUNTIME = ("data.data_dir", "data.cache_dir", "data.download", "run.device", "run.num_threads", "run.log_every",
             "run.loggers", "run.monitor_every", "run.monitor_bank", "run.monitor_queries", "run.keep_checkpoints",
-            "eval.", "supervised.", "data.val_size", "data.val_seed")
+            "eval.", "supervised.", "data.val_size", "data.val_seed", "data.residency")
 
 
 def resume_diff(saved: Config, now: Config) -> list[str]:

@@ -1,7 +1,8 @@
 """SimCLR pretraining, readable top to bottom.
 
-Device-resident data path: the uint8 images live on the training device, are shuffled there with
-``randperm`` and augmented there in whole batches; no DataLoader worker sits in the hot loop.
+Device-side data path: the shuffle (``randperm``) and the augmentation run on the training device in whole
+batches; the uint8 images live on the device, in host memory or memory-mapped on disk (``data.residency``,
+probclr.residency); no DataLoader worker sits in the hot loop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from probclr.augment import SimCLRAugment
 from probclr.backbones import build_encoder, channel_stats, resolve_stem
 from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from probclr.config import Config, to_dict
-from probclr.data import Splits
+from probclr.data import Splits, cache_dir
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks
@@ -37,6 +38,7 @@ from probclr.losses import mc_infonce_global, nt_xent_global
 from probclr.monitor import KNNMonitor, monitor_interval
 from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.provenance import provenance
+from probclr.residency import make_source
 from probclr.rundir import RunDir, config_from_checkpoint, resume_diff
 from probclr.runlock import RunLock
 from probclr.syncbn import convert_to_global_bn
@@ -248,15 +250,20 @@ def _pretrain(
         raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
     mean, std = channel_stats(images)
     cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
-    images = images.to(device)
+    sample = images[:2].to(device)
+    source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data))
+    del images
     every = monitor_interval(cfg, splits)
     monitor = KNNMonitor(splits, cfg.run.monitor_bank, cfg.run.monitor_queries) if every and info.is_main else None
+    if residency == "stream":  # the memory map serves the batches: let the decoded set go
+        empty = splits.pretrain._replace(images=splits.pretrain.images[:0], labels=splits.pretrain.labels[:0])
+        splits = splits._replace(pretrain=empty, train=empty)
 
     # 2. model, optimiser, schedule, generator
     model = build_model(cfg, mean, std).to(device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    check_model_runs(model, images[:2], cfg)  # before anything is written: a retry never meets a half-made run
+    check_model_runs(model, sample, cfg)  # before anything is written: a retry never meets a half-made run
     train_model: nn.Module = model
     if info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -345,7 +352,7 @@ def _pretrain(
                 lr = lr_at(step, total, warmup, base_lr)
                 set_lr(opt, lr)
                 idx = perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
-                x = images[idx]  # (B / world, C, H, W) uint8: this process's share of the global batch
+                x = source.batch(idx)  # (B / world, C, H, W) uint8: this process's share of the global batch
                 views = torch.cat([aug(x, aug_gen), aug(x, aug_gen)])  # (2B / world, 3, S, S)
                 if cfg.run.channels_last:
                     views = views.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,103 @@
+"""Where the uint8 training images live while pretraining reads batches from them (``data.residency``).
+
+- ``device``: the whole set on the training device; a batch is one index (the default when it fits);
+- ``host``: in (pinned, on CUDA) host memory; each batch is gathered on the host and copied asynchronously;
+- ``stream``: memory-mapped from an ``.npy`` file in the cache folder (written once, keyed by the images'
+  contents); each batch reads only its rows, in file order, then restores the batch order. The decoded set
+  then need not stay in memory during training (the page cache holds what the OS can spare).
+- ``auto``: ``device`` if the set takes under half the device's free memory (on the CPU: always), else
+  ``host`` if under half the machine's available memory, else ``stream``.
+
+Augmentation stays batched on the training device in every mode. The same indices give the same uint8 batch
+in every mode, so a run is bit-identical whatever its residency (tested on the CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from probclr.io import atomic_write_bytes
+
+RESIDENCIES = ("auto", "device", "host", "stream")
+
+
+class BatchSource(Protocol):
+    shape: tuple[int, ...]
+
+    def batch(self, idx: Tensor) -> Tensor: ...
+
+
+class DeviceSource:
+    def __init__(self, images: Tensor, device: torch.device) -> None:
+        self.images = images.to(device)
+        self.shape = tuple(images.shape)
+
+    def batch(self, idx: Tensor) -> Tensor:
+        return self.images[idx]  # (B, C, H, W) uint8 on the device
+
+
+class HostSource:
+    def __init__(self, images: Tensor, device: torch.device) -> None:
+        self.images = images.pin_memory() if device.type == "cuda" else images
+        self.device, self.shape = device, tuple(images.shape)
+
+    def batch(self, idx: Tensor) -> Tensor:
+        rows = self.images[idx.cpu()]  # (B, C, H, W) gathered on the host
+        if self.device.type == "cuda":
+            rows = rows.pin_memory()
+        return rows.to(self.device, non_blocking=True)
+
+
+class StreamSource:
+    def __init__(self, path: Path, device: torch.device) -> None:
+        self.array = np.load(path, mmap_mode="r")  # (N, C, H, W) uint8, not read until used
+        self.device, self.shape = device, tuple(self.array.shape)
+
+    def batch(self, idx: Tensor) -> Tensor:
+        order = idx.cpu().numpy()
+        sort = np.argsort(order, kind="stable")
+        rows = np.empty((len(order), *self.shape[1:]), dtype=np.uint8)
+        rows[sort] = self.array[order[sort]]  # read in file order, put back in batch order
+        return torch.from_numpy(rows).to(self.device, non_blocking=self.device.type == "cuda")
+
+
+def memmap_file(images: Tensor, cache_dir: Path) -> Path:
+    """The images as an ``.npy`` file under ``cache_dir``, named by their contents (written once)."""
+    h = hashlib.sha256(f"{tuple(images.shape)}".encode())
+    h.update(memoryview(images.contiguous().numpy()).cast("B"))
+    path = Path(cache_dir) / f"stream-{h.hexdigest()[:20]}.npy"
+    if not path.is_file():
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, images.numpy())
+        atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def choose(images: Tensor, residency: str, device: torch.device) -> str:
+    """``auto`` made concrete (see the module doc)."""
+    if residency != "auto":
+        return residency
+    size = images.numel() * images.element_size()
+    if device.type != "cuda" or size < 0.5 * torch.cuda.mem_get_info(device)[0]:
+        return "device"
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "host" if size < 0.5 * available else "stream"
+
+
+def make_source(images: Tensor, residency: str, device: torch.device, cache_dir: Path) -> tuple[BatchSource, str]:
+    """A batch source for uint8 ``images`` (N, C, H, W) on the host, and the residency it uses."""
+    mode = choose(images, residency, device)
+    if mode == "device":
+        return DeviceSource(images, device), mode
+    if mode == "host":
+        return HostSource(images, device), mode
+    return StreamSource(memmap_file(images, cache_dir), device), mode
