@@ -254,7 +254,7 @@ def test_read_only_output_folder_is_one_line_and_keeps_the_checkpoint(tmp_path, 
 def test_stop_signal_is_honoured_when_every_epoch_is_one_step(tmp_path):
     """One step per epoch (128 images, batch 128): SIGINT stops at the end of the current step's epoch, and
     resume ends where an uninterrupted run ends."""
-    one_step = ["--set", "data.train_limit=128", "--batch-size", "128", "--epochs", "150"]
+    one_step = ["--set", "data.train_limit=128", "--batch-size", "128", "--epochs", "60"]
     ref = tmp_path / "ref"
     subprocess.run([*_cmd(ref)[:-4], *one_step, "--out", str(ref)], check=True, capture_output=True, timeout=300)
     out = tmp_path / "run"
