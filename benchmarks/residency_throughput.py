@@ -1,0 +1,69 @@
+"""Pretraining step throughput by data.residency (device / host / stream), interleaved in one process.
+
+    PROBCLR_DATA_DIR=../shared/data python benchmarks/residency_throughput.py [--steps 40] [--repeats 3]
+
+The CPU config's full step (batch fetch from the source + two batched views + forward/backward/update of the
+small ConvNet), 128 images per batch, shuffled indices as in training; images/s per residency and its ratio
+to ``device`` within each repeat. Also the process's peak resident memory before and after the sources exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from probclr.augment import SimCLRAugment
+from probclr.backbones import channel_stats
+from probclr.config import load_config
+from probclr.datasets import load_splits
+from probclr.losses import nt_xent
+from probclr.optim import build_optimizer
+from probclr.residency import make_source
+from probclr.train import build_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "cifar10_cpu.yaml")
+    images = load_splits(cfg.data).pretrain.images
+    cpu = torch.device("cpu")
+    cache = Path(tempfile.mkdtemp())
+    sources = {m: make_source(images, m, cpu, cache)[0] for m in ("device", "host", "stream")}
+    model = build_model(cfg, *channel_stats(images)).to(memory_format=torch.channels_last)
+    opt, aug = build_optimizer(model, cfg.optim), SimCLRAugment(cfg.augment)
+    gen = torch.Generator().manual_seed(0)
+
+    def step(x: torch.Tensor) -> None:
+        views = torch.cat([aug(x, gen), aug(x, gen)]).contiguous(memory_format=torch.channels_last)
+        _, z = model(views)
+        loss = nt_xent(*z.float().chunk(2), cfg.loss.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rates: dict[str, list[float]] = {m: [] for m in sources}
+    for _ in range(a.repeats):
+        for mode, src in sources.items():
+            perm = torch.randperm(images.shape[0], generator=gen)
+            step(src.batch(perm[:128]))  # warm-up
+            t0 = time.perf_counter()
+            for i in range(1, a.steps + 1):
+                step(src.batch(perm[i * 128:(i + 1) * 128]))
+            rates[mode].append(a.steps * 128 / (time.perf_counter() - t0))
+    ratio = {m: [r / d for r, d in zip(rates[m], rates["device"], strict=True)] for m in rates}
+    out = {"threads": torch.get_num_threads(), "images_per_s": rates, "ratio_to_device": ratio,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
