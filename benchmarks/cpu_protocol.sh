@@ -5,7 +5,7 @@
 #   PROBCLR_DATA_DIR=../shared/data bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
 set -euo pipefail
 out=${1:-runs/protocol}; shift || true
-seeds=${*:-0 1}
+seeds=${*:-0 1 2}
 cfg=configs/cifar10_cpu.yaml
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/protocol.log"; }
@@ -37,7 +37,8 @@ if [ ! -f "$out/random/eval/last/results.json" ]; then
   probclr evaluate --run "$out/random" --method random-init | tee -a "$out/protocol.log"
 fi
 log "supervised"
-probclr supervised --config $cfg --seeds 2 --out "$out/supervised" | tee -a "$out/protocol.log"
+probclr supervised --config $cfg --seeds 3 --tune --set "supervised.grid_lr=[0.1, 0.2]" \
+  --set "supervised.grid_weight_decay=[0.0005, 0.005]" --out "$out/supervised" | tee -a "$out/protocol.log"
 for s in $seeds; do simclr "$s"; done
 for s in $seeds; do newloss "$s"; done
 log "done"
