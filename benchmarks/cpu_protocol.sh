@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CPU protocol of BENCHMARKS.md: SimCLR (small ConvNet) on all 50,000 CIFAR-10 training images for a
 # fixed budget, linear probe / kNN at 1 %, 10 %, 100 % labels (3 label subsets each), a random encoder
-# under the same probes, the supervised baseline on the same label subsets, and SimCLR with --new-loss.
+# under the same probes, the supervised baseline on the same label subsets (lr and weight decay chosen per
+# fraction on the validation split: --tune), and SimCLR with --new-loss. Label subsets come from the label
+# pool (45,000 images); the 5,000 validation images are seen by pretraining, unlabeled, and by nothing else.
 #   PROBCLR_DATA_DIR=../shared/data bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
 set -euo pipefail
 out=${1:-runs/protocol}; shift || true
