@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.plots import accuracy_vs_fraction, monitor_curves
 from probclr.errors import ProbclrError
-from probclr.io import atomic_write_text
+from probclr.io import atomic_write_text, read_csv, read_json
 from probclr.results import ResultRow, load_rows
 
 FIGURES = [("reliability.png", "Reliability diagrams (label-subset seed 0)"),
@@ -22,6 +22,12 @@ FIGURES = [("reliability.png", "Reliability diagrams (label-subset seed 0)"),
            ("uncertainty.png", "Misclassification AUROC of each certainty score"),
            ("ambiguity.png", "Certainty against crop area and CIFAR-10-C-style corruption severity"),
            ("embedding_map.png", "Embedding map of test images")]
+
+
+# the columns each analysis table must have for the report (a damaged table is one line, not a KeyError)
+TABLE_COLUMNS = {"calibration": ("fraction", "probe", "seed", "labels", "accuracy", "ece", "nll", "brier"),
+                 "uncertainty": ("fraction", "score", "seed", "auroc", "aurc"),
+                 "ambiguity": ("factor", "score", "rho", "low", "high", "n")}
 
 
 class RunInfo:
@@ -39,12 +45,12 @@ class RunInfo:
                 f"{str(root)!r} has neither evaluation results nor an analysis: run `probclr evaluate --run {root}`"
                 f" and/or `probclr analyze --run {root}` first"
             )
-        self.meta: dict[str, Any] = json.loads(self.results.read_text()) if self.results else {}
+        self.meta: dict[str, Any] = read_json(self.results, "results file") if self.results else {}
         self.rows: list[ResultRow] = load_rows(self.results) if self.results else []
         self.name = root.name
         prov = root / "provenance.json"
-        self.command = json.loads(prov.read_text()).get("command", "") if prov.is_file() else ""
-        self.analysis_meta = json.loads((self.analysis / "analysis.json").read_text()) if self.analysis else {}
+        self.command = str(read_json(prov, "provenance file").get("command", "")) if prov.is_file() else ""
+        self.analysis_meta = read_json(self.analysis / "analysis.json", "analysis record") if self.analysis else {}
 
     def monitor(self) -> list[tuple[int, float]]:
         """(epoch, kNN validation accuracy) of every monitored epoch in metrics.jsonl."""
@@ -62,7 +68,7 @@ class RunInfo:
     def table(self, name: str) -> pd.DataFrame | None:
         if self.analysis is None or not (self.analysis / f"{name}.csv").is_file():
             return None
-        return pd.read_csv(self.analysis / f"{name}.csv")
+        return read_csv(self.analysis / f"{name}.csv", "analysis table", TABLE_COLUMNS.get(name, ()))
 
 
 def unique_names(paths: list[Path]) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +13,7 @@ import seaborn as sns  # noqa: E402
 
 from analysis.figures import _save  # noqa: E402
 from probclr.errors import ProbclrError  # noqa: E402
-from probclr.io import atomic_write_text  # noqa: E402
+from probclr.io import DamagedFileError, atomic_write_text, read_json  # noqa: E402
 
 
 def sweep_frame(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -22,16 +21,21 @@ def sweep_frame(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
     meta_path = sweep_dir / "sweep.json"
     if not meta_path.is_file():
         raise ProbclrError(f"{str(sweep_dir)!r} is not a sweep directory (no sweep.json); run `probclr sweep` first")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path, "sweep record")
+    if not isinstance(meta.get("points"), dict):
+        raise DamagedFileError(f"sweep record {str(meta_path)!r} is damaged (no points)")
     records = []
     for name in meta["points"]:
         done = sweep_dir / "points" / name / "done.json"
         if done.is_file():
-            rec = json.loads(done.read_text())
-            for row in rec["rows"]:
-                records.append({**{k.split(".")[-1]: v for k, v in rec["params"].items()}, "point": name,
-                                "point_seed": rec["seed"],
-                                "kind": rec["kind"], "wall_s": rec["wall_s"], **row})
+            rec = read_json(done, "finished sweep point")
+            try:
+                records += [{**{k.split(".")[-1]: v for k, v in rec["params"].items()}, "point": name,
+                             "point_seed": rec["seed"], "kind": rec["kind"], "wall_s": rec["wall_s"], **row}
+                            for row in rec["rows"]]
+            except (KeyError, TypeError, AttributeError) as err:
+                raise DamagedFileError(f"finished sweep point {str(done)!r} is damaged ({type(err).__name__});"
+                                       " delete it to rerun that point") from err
     if not records:
         raise ProbclrError(f"sweep {str(sweep_dir)!r} has no finished point yet")
     df = pd.DataFrame(records)

@@ -125,3 +125,36 @@ def staged_dir(final: Path) -> Iterator[Path]:
         os.replace(final, old)
     os.replace(stage, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class DamagedFileError(ProbclrError):
+    """A file probclr wrote earlier no longer reads as what it wrote (edited, truncated, another tool's)."""
+
+
+def read_json(path: Path, what: str, expect: type = dict) -> Any:
+    """A JSON file probclr wrote, as ``expect``; damage is one line naming the file, never a traceback."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{what} {str(path)!r} is damaged ({str(err)[:120]}); delete it or re-run the"
+                               " command that wrote it") from err
+    if not isinstance(data, expect):
+        raise DamagedFileError(f"{what} {str(path)!r} is damaged (a {expect.__name__} expected, got"
+                               f" {type(data).__name__}); delete it or re-run the command that wrote it")
+    return data
+
+
+def read_csv(path: Path, what: str, columns: tuple[str, ...] = ()) -> Any:
+    """A CSV table probclr wrote (pandas), with the columns it must have; damage is one line."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise DamagedFileError(f"{what} {str(path)!r} is damaged ({str(err)[:120]}); re-run the command that"
+                               " wrote it") from err
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DamagedFileError(f"{what} {str(path)!r} is damaged (no column {missing[0]!r}); re-run the command"
+                               " that wrote it")
+    return df

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from probclr.io import atomic_write_json, atomic_write_text
+from probclr.io import DamagedFileError, atomic_write_json, atomic_write_text, read_json
 from probclr.metrics import Scores
 
 
@@ -61,5 +61,9 @@ def save_results(out_dir: Path, rows: list[ResultRow], meta: dict[str, Any]) -> 
 
 
 def load_rows(path: Path) -> list[ResultRow]:
-    data = json.loads(Path(path).read_text())
-    return [ResultRow(**r) for r in data["rows"]]
+    data = read_json(Path(path), "results file")
+    try:
+        return [ResultRow(**r) for r in data["rows"]]
+    except (KeyError, TypeError) as err:
+        raise DamagedFileError(f"results file {str(path)!r} is damaged (its rows do not match the result schema);"
+                               " re-run the evaluation") from err

@@ -30,7 +30,7 @@ from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.evaluation import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.fractions import label_subset
-from probclr.io import atomic_torch_save, atomic_write_json
+from probclr.io import DamagedFileError, atomic_torch_save, atomic_write_json, read_json
 from probclr.metrics import score
 from probclr.optim import lr_at, param_groups, set_lr
 from probclr.provenance import provenance
@@ -125,7 +125,10 @@ def train_and_score(
 def cached_point(path: Path, compute: Callable[[], ResultRow]) -> ResultRow:
     """A finished point read back (resume), else computed and written atomically."""
     if path.exists():
-        return ResultRow(**json.loads(path.read_text()))
+        try:
+            return ResultRow(**read_json(path, "finished point"))
+        except TypeError as err:
+            raise DamagedFileError(f"finished point {str(path)!r} is damaged; delete it to recompute") from err
     row = compute()
     atomic_write_json(path, dataclasses.asdict(row))
     return row

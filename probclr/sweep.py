@@ -20,9 +20,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from probclr.config import Config, from_dict, load_config, merge, read_yaml_mapping, to_dict
+from probclr.config import Config, from_dict, load_config, merge, read_yaml_mapping, shown, to_dict
 from probclr.errors import ConfigError, ProbclrError
-from probclr.io import atomic_write_json
+from probclr.io import DamagedFileError, atomic_write_json, read_json
 from probclr.rundir import RunDir, config_diff
 
 STUDIES = ("generic", "epochs")
@@ -81,12 +81,35 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep jobs must be an integer >= 1, got {jobs!r}")
     base = raw.get("base")
     if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"sweep base must be a path to a YAML config, got {shown(base)}")
         base = str((p.parent / base).resolve())
+    _check_spec_types(raw)
     return SweepSpec(
         name=str(raw.get("name", p.stem)), base=base, set=dict(raw.get("set") or {}), variants=variants,
         grid=dict(grid or {}), seeds=seeds, study=study, epochs_to_evaluate=raw.get("epochs_to_evaluate"),
         supervised=bool(raw.get("supervised", False)), method=str(raw.get("method", "simclr")), jobs=jobs,
     )
+
+
+def _check_spec_types(raw: dict[str, Any]) -> None:
+    """Every field's type, checked before any point trains (a wrong one used to surface only after)."""
+    sets = raw.get("set") or {}
+    if not isinstance(sets, dict) or not all(isinstance(k, str) for k in sets):
+        raise ConfigError(f"sweep set must map config keys (section.key) to values, got {shown(sets)}")
+    for name in [*sets, *(raw.get("grid") or {})]:
+        if not isinstance(name, str) or name.count(".") != 1:
+            raise ConfigError(f"sweep keys must look like section.key, got {shown(name)}")
+    epochs = raw.get("epochs_to_evaluate")
+    if epochs is not None and (not isinstance(epochs, list) or not epochs
+                               or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in epochs)):
+        raise ConfigError(f"sweep epochs_to_evaluate must be a non-empty list of integers >= 0, got {shown(epochs)}")
+    for key in ("supervised",):
+        if key in raw and not isinstance(raw[key], bool):
+            raise ConfigError(f"sweep {key} must be true or false, got {shown(raw[key])}")
+    for key in ("name", "method"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"sweep {key} must be a string, got {shown(raw[key])}")
 
 
 def expand(spec: SweepSpec) -> list[Point]:
@@ -130,7 +153,9 @@ def _check_same_sweep(out: Path, record: dict[str, Any]) -> None:
         if out.is_dir() and any(out.iterdir()):
             raise ProbclrError(f"{str(out)!r} is not empty and holds no sweep.json: choose a new --out for the sweep")
         return
-    old = json.loads(path.read_text())
+    old = read_json(path, "sweep record")
+    if not isinstance(old.get("points"), dict) or not isinstance(old.get("spec"), dict):
+        raise DamagedFileError(f"sweep record {str(path)!r} is damaged (no points or spec); use a new --out")
     for pname, prec in old["points"].items():
         new = record["points"].get(pname)
         if new is None:
@@ -216,4 +241,4 @@ def run_sweep(
             for f in futures:
                 rec = f.result()
                 log(f"finished {rec['point']} in {rec['wall_s']:.0f} s")
-    return [json.loads((out / "points" / pt.name / "done.json").read_text()) for pt in points]
+    return [read_json(out / "points" / pt.name / "done.json", "finished sweep point") for pt in points]
