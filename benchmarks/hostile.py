@@ -272,29 +272,43 @@ def option_cases(t: Path, run: Path) -> list[Case]:
             for a, e in opts]
 
 
+def campaign() -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
+    """Run every case in a fresh temporary folder: outcome counts per class, and the cases not handled."""
+    t = Path(tempfile.mkdtemp(prefix="hostile-"))
+    old_cache = os.environ.get("PROBCLR_CACHE_DIR")
+    os.environ["PROBCLR_CACHE_DIR"] = str(t / "cache")
+    try:
+        run = t / "run"
+        res = runner.invoke(app, ["pretrain", "--epochs", "1", "--batch-size", "64", "--set",
+                                  "model.convnet_widths=[8, 16]", "--set", "model.proj_dim=16", "--out", str(run)])
+        assert res.exit_code == 0, res.output
+        cases = (config_cases(t) + reader_cases(t, run) + damaged_cases(t, run) + sweep_cases(t) + data_cases(t)
+                 + option_cases(t, run))
+        outcomes: dict[str, Counter] = {}
+        failures = []
+        for case in cases:
+            outcome = run_case(case)
+            outcomes.setdefault(case.cls, Counter())[outcome] += 1
+            if outcome != "handled":
+                failures.append((case.cls, " ".join(case.args)[:200], outcome))
+        return outcomes, failures
+    finally:
+        if old_cache is None:
+            os.environ.pop("PROBCLR_CACHE_DIR", None)
+        else:
+            os.environ["PROBCLR_CACHE_DIR"] = old_cache
+        shutil.rmtree(t, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    t = Path(tempfile.mkdtemp(prefix="hostile-"))
-    os.environ["PROBCLR_CACHE_DIR"] = str(t / "cache")
-    run = t / "run"
-    res = runner.invoke(app, ["pretrain", "--epochs", "1", "--batch-size", "64", "--set", "model.convnet_widths=[8, 16]",
-                              "--set", "model.proj_dim=16", "--out", str(run)])
-    assert res.exit_code == 0, res.output
-    cases = (config_cases(t) + reader_cases(t, run) + damaged_cases(t, run) + sweep_cases(t) + data_cases(t)
-             + option_cases(t, run))
-    outcomes: dict[str, Counter] = {}
-    failures = []
-    for case in cases:
-        outcome = run_case(case)
-        outcomes.setdefault(case.cls, Counter())[outcome] += 1
-        if outcome != "handled":
-            failures.append((case.cls, " ".join(case.args)[:200], outcome))
+    outcomes, failures = campaign()
     cols = ["handled", "wrong result", "corrupted", "hung", "traceback", "unclear message"]
     print("| class | tried | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
-    total = Counter()
+    total: Counter = Counter()
     for cls, c in outcomes.items():
         total.update(c)
         print(f"| {cls} | {sum(c.values())} | " + " | ".join(str(c[k]) for k in cols) + " |")
@@ -304,7 +318,6 @@ def main() -> None:
     if a.out:
         Path(a.out).write_text(json.dumps({"outcomes": {k: dict(v) for k, v in outcomes.items()}, "failures": failures},
                                           indent=2))
-    shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":

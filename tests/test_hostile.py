@@ -119,3 +119,19 @@ def test_non_utf8_folder_names(tmp_path):
     res = subprocess.run(cmd[:7] + [missing] + cmd[8:-1] + [out + b"2"], capture_output=True, timeout=300)
     err = res.stderr.decode()
     assert res.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_the_hostile_campaign_handles_every_case():
+    """benchmarks/hostile.py (the counts of BENCHMARKS §10): every one of its 400+ cases handled."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("hostile", REPO / "benchmarks" / "hostile.py")
+    hostile = importlib.util.module_from_spec(spec)
+    sys.modules["hostile"] = hostile  # its dataclasses look their module up
+    spec.loader.exec_module(hostile)
+    outcomes, failures = hostile.campaign()
+    assert sum(sum(c.values()) for c in outcomes.values()) >= 400 and len(outcomes) >= 10
+    assert failures == []
