@@ -18,7 +18,7 @@ from analysis.calibration import heldout_temperature, reliability
 from analysis.embedding_maps import embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
 from analysis.uncertainty import auroc, baseline_certainties, risk_coverage, spearman_ci
-from probclr.checkpoint import file_digest
+from probclr.checkpoint import file_digest, load_failure_reason
 from probclr.config import Config
 from probclr.datasets import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
@@ -41,8 +41,8 @@ def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
     try:
         emb = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ProbclrError(f"refusing to load {str(path)!r}: not a safe probclr embeddings file ({reason})") from err
+        raise ProbclrError(f"refusing to load {str(path)!r}: not a safe probclr embeddings file"
+                           f" ({load_failure_reason(err)})") from err
     if not isinstance(emb, dict) or emb.get("checkpoint_sha256") != file_digest(checkpoint):
         raise ProbclrError(f"{str(path)!r} was made from another checkpoint; re-run `probclr embed --run {run.root}`")
     return emb

@@ -33,9 +33,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"refusing to load {str(path)!r}: not a safe probclr checkpoint ({reason[:200]})"
+            f"refusing to load {str(path)!r}: not a safe probclr checkpoint ({load_failure_reason(err)})"
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a probclr checkpoint (format {FORMAT} expected)")
@@ -68,3 +67,12 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_failure_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line — the refused global or the parse error,
+    never PyTorch's advice to retry with ``weights_only=False`` (the unsafe path)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "weights_only" not in ln and "Weights only load failed" not in ln
+              and not ln.startswith(("Check the documentation", "(1)", "(2)"))]
+    return (useful[0] if useful else type(err).__name__)[:200]

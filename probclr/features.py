@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from probclr.backbones import Encoder
-from probclr.checkpoint import CheckpointError, file_digest, load_checkpoint
+from probclr.checkpoint import CheckpointError, file_digest, load_checkpoint, load_failure_reason
 from probclr.data import ImageSet
 from probclr.heads import SimCLRModel
 from probclr.io import atomic_torch_save
@@ -106,8 +106,7 @@ def cached_features(
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise CheckpointError(f"refusing to load feature cache {str(path)!r} ({reason}); delete it to"
+            raise CheckpointError(f"refusing to load feature cache {str(path)!r} ({load_failure_reason(err)}); delete it to"
                                   " recompute") from err
         if not isinstance(d, dict) or d.get("key") != key:
             raise CheckpointError(f"feature cache {str(path)!r} does not match its checkpoint and images; delete it"

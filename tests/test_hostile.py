@@ -135,3 +135,41 @@ def test_the_hostile_campaign_handles_every_case():
     outcomes, failures = hostile.campaign()
     assert sum(sum(c.values()) for c in outcomes.values()) >= 400 and len(outcomes) >= 10
     assert failures == []
+
+
+def test_unsafe_checkpoint_message_names_the_global_not_the_unsafe_retry(run, tmp_path):
+    import shutil
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    other = tmp_path / "evil"
+    shutil.copytree(run, other)
+    torch.save({"format": "probclr-checkpoint-1", "model": Payload()}, other / "checkpoints" / "last.pt")
+    lines = bad(["evaluate", "--run", str(other)], "not a safe probclr checkpoint")
+    assert "GLOBAL" in lines[0] and "weights_only" not in lines[0] and not (tmp_path / "ran").exists()
+
+
+def test_swapped_class_folders_never_reuse_stale_features(tmp_path, cifar_slice):
+    """The feature cache is keyed by the images' contents: after two test class folders are swapped the
+    labels change, the cache is not reused, and the result follows the data."""
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(cifar_slice, data)
+    out = tmp_path / "run"
+    ok(["pretrain", "--dataset", "cifar10", "--data-dir", str(data), "--epochs", "1", "--batch-size", "100",
+        "--set", "model.convnet_widths=[8, 16]", "--set", "optim.warmup_epochs=0", "--out", str(out)])
+    args = ["evaluate", "--run", str(out), "--fraction", "1.0", "--seeds", "1", "--probe", "linear"]
+    ok(args)
+    before = json.loads((out / "eval" / "last" / "results.json").read_text())["rows"][0]["accuracy"]
+    test = data / "test"
+    (test / "airplane").rename(test / "tmp")
+    (test / "automobile").rename(test / "airplane")
+    (test / "tmp").rename(test / "automobile")
+    ok(args)
+    after = json.loads((out / "eval" / "last" / "results.json").read_text())["rows"][0]["accuracy"]
+    assert len(list((out / "features").glob("*.pt"))) == 2  # a second cache entry, not the stale one
+    assert after != before
