@@ -17,7 +17,8 @@ from analysis.bayes_probe import BayesianProbe
 from analysis.calibration import heldout_temperature, reliability
 from analysis.embedding_maps import embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
-from analysis.uncertainty import auroc, baseline_certainties, risk_coverage, spearman_ci
+from analysis.retrieval import r_auroc, retrieval
+from analysis.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
 from probclr.checkpoint import file_digest, load_failure_reason
 from probclr.config import Config
 from probclr.datasets import cifar10_test_in_original_order, load_splits
@@ -103,6 +104,31 @@ def probe_analysis(
     return pd.DataFrame(cal), pd.concat(rel, ignore_index=True), pd.DataFrame(unc), probe_for_ambiguity
 
 
+def human_table(human: Tensor, scores: dict[str, Tensor]) -> pd.DataFrame:
+    """Certainty against human ambiguity (CIFAR-10H): Spearman with -H(human soft label) and its 95 % CI, the
+    AUROC of low certainty for "the annotators were not unanimous", and kappa's partial Spearman given ||h||."""
+    entropy = human_entropy(human)  # (N,)
+    split = entropy > 1e-9  # not unanimous
+    rows = []
+    for name, s in scores.items():
+        c = spearman_ci(s, -entropy)
+        rows.append({"score": name, "rho": c.rho, "low": c.low, "high": c.high, "n": c.n,
+                     "auroc_not_unanimous": auroc(-s, split)})
+    if "kappa" in scores:
+        rows.append({"score": "kappa | feature_norm (partial)", "n": int(entropy.numel()),
+                     "rho": partial_spearman(scores["kappa"], -entropy, scores["feature_norm"])})
+    return pd.DataFrame(rows)
+
+
+def retrieval_table(emb: dict[str, Any], label_free: dict[str, Tensor]) -> pd.DataFrame:
+    """Recall@1 and MAP@R in mu-space, and the R-AUROC of every label-free certainty score."""
+    r = retrieval(emb["test.mu"], emb["test.labels"])
+    rows = [{"metric": "Recall@1", "score": "", "value": r.recall_at_1},
+            {"metric": "MAP@R", "score": "", "value": r.map_at_r}]
+    rows += [{"metric": "R-AUROC", "score": name, "value": r_auroc(s, r.nn_correct)} for name, s in label_free.items()]
+    return pd.DataFrame(rows)
+
+
 def analyze_run(
     run_dir: str | Path, command: list[str], cifar10h: str | None = None, cifar10h_order: str | None = None,
     seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000,
@@ -153,17 +179,16 @@ def _analyze_into(
     _csv(amb.by_level, out / "ambiguity_levels.csv")
     timings["ambiguity_s"] = time.perf_counter() - t
 
+    vx = emb["test.features"]
+    label_free = {"feature_norm": vx.double().norm(dim=1)}
+    if "test.kappa" in emb:
+        label_free = {"kappa": emb["test.kappa"].double(), **label_free}
+    t = time.perf_counter()
+    _csv(retrieval_table(emb, label_free), out / "retrieval.csv")
+    timings["retrieval_s"] = time.perf_counter() - t
     if human is not None:
-        target = -human_entropy(human)  # certainty should rise as humans agree more
-        rows = []
-        vx = emb["test.features"]
-        test_scores = {"feature_norm": vx.double().norm(dim=1), "max_softmax": probe(vx).max(1).values.double()}
-        if "test.kappa" in emb:
-            test_scores = {"kappa": emb["test.kappa"].double(), **test_scores}
-        for name, s in test_scores.items():
-            c = spearman_ci(s, target)
-            rows.append({"score": name, "rho": c.rho, "low": c.low, "high": c.high, "n": c.n})
-        _csv(pd.DataFrame(rows), out / "human_agreement.csv")
+        scores = {**label_free, "max_softmax": probe(vx).max(1).values.double()}
+        _csv(human_table(human, scores), out / "human_agreement.csv")
 
     t = time.perf_counter()
     gen = torch.Generator().manual_seed(0)

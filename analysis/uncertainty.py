@@ -105,3 +105,10 @@ def baseline_certainties(probs: Tensor) -> dict[str, Tensor]:
 
 __all__ = ["auroc", "risk_coverage", "spearman_ci", "entropy", "misclassification_auroc", "baseline_certainties",
            "RiskCoverage", "Correlation"]
+
+
+def partial_spearman(x: Tensor | np.ndarray, y: Tensor | np.ndarray, z: Tensor | np.ndarray) -> float:
+    """Spearman's rho of x and y with z partialled out: the rank correlation x keeps once z is known."""
+    rx, ry, rz = (stats.rankdata(_np(v)) for v in (x, y, z))
+    r_xy, r_xz, r_yz = (float(np.corrcoef(a, b)[0, 1]) for a, b in ((rx, ry), (rx, rz), (ry, rz)))
+    return (r_xy - r_xz * r_yz) / float(np.sqrt((1 - r_xz**2) * (1 - r_yz**2)))

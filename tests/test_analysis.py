@@ -36,6 +36,10 @@ def test_analysis_tables_and_figures(analysed):
     unc = (a / "uncertainty.csv").read_text()
     for score in ("kappa", "max_softmax", "neg_entropy", "feature_norm", "knn_agreement"):
         assert score in unc
+    ret = np.genfromtxt(a / "retrieval.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert list(ret["metric"]) == ["Recall@1", "MAP@R", "R-AUROC", "R-AUROC"] and set(ret["score"][2:]) == {
+        "kappa", "feature_norm"}
+    assert ((ret["value"] >= 0) & (ret["value"] <= 1)).all()
     amb = (a / "ambiguity.csv").read_text()
     for factor in ("crop area", "gaussian_noise", "gaussian_blur", "contrast"):
         assert factor in amb
