@@ -27,7 +27,7 @@ FIGURES = [("reliability.png", "Reliability diagrams (label-subset seed 0)"),
 # the columns each analysis table must have for the report (a damaged table is one line, not a KeyError)
 TABLE_COLUMNS = {"calibration": ("fraction", "probe", "seed", "labels", "accuracy", "ece", "nll", "brier"),
                  "uncertainty": ("fraction", "score", "seed", "auroc", "aurc"),
-                 "ambiguity": ("factor", "score", "rho", "low", "high", "n")}
+                 "ambiguity": ("factor", "score", "rho", "low", "high", "n"), "retrieval": ("metric", "score", "value")}
 
 
 class RunInfo:
@@ -213,6 +213,7 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
         h.append(f"<h2>{i}. Run <code>{html.escape(run.name)}</code></h2>")
         md += [f"## {i}. Run `{run.name}`", ""]
         cal, unc, amb, hum = (run.table(n) for n in ("calibration", "uncertainty", "ambiguity", "human_agreement"))
+        ret = run.table("retrieval")
         if run.analysis is None:
             h.append(f"<p class='note'>No analysis: run <code>probclr embed --run {html.escape(str(run.root))}</code>"
                      f" and <code>probclr analyze --run {html.escape(str(run.root))}</code>.</p>")
@@ -233,6 +234,12 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
                   " intervals are cluster-bootstrap over images.</p>", _html_table(t)]
             md += ["### Certainty vs ambiguity (ρ > 0 with crop area and < 0 with severity expected)", "",
                    _md_table(t), ""]
+        if ret is not None:
+            t = ret.fillna("").assign(value=[f"{v:.3f}" for v in ret["value"]])
+            h += ["<h3>Retrieval in the embedding space</h3><p class='note'>Recall@1 and MAP@R of the test images"
+                  " against each other; R-AUROC: how well each label-free certainty predicts that an image's nearest"
+                  " neighbour has its class (0.5 = chance).</p>", _html_table(t)]
+            md += ["### Retrieval (Recall@1, MAP@R; R-AUROC of label-free certainties)", "", _md_table(t), ""]
         if hum is not None:
             h += ["<h3>Agreement with human uncertainty (CIFAR-10H)</h3>", _html_table(hum)]
             md += ["### Agreement with CIFAR-10H (Spearman with −human entropy)", "", _md_table(hum), ""]

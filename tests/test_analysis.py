@@ -54,7 +54,7 @@ def test_report_renders_every_section(analysed, tmp_path):
     page = (tmp_path / "rep" / "report.html").read_text()
     for section in ("Accuracy across label fractions", "Calibration across label fractions", "Uncertainty quality",
                     "Certainty vs ambiguity", "Reproduce", "probclr pretrain", "probclr analyze",
-                    "kNN monitor on the validation split"):
+                    "kNN monitor on the validation split", "Retrieval in the embedding space"):
         assert section in page, section
     assert page.count("data:image/png;base64,") >= 7  # self-contained: every figure embedded
     assert "every deterministic score on misclassification AUROC" in page
