@@ -17,6 +17,7 @@ from analysis.bayes_probe import BayesianProbe
 from analysis.calibration import heldout_temperature, reliability
 from analysis.embedding_maps import embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
+from analysis.kappa_probe import heldout_kappa_temperature
 from analysis.retrieval import r_auroc, retrieval
 from analysis.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
 from probclr.checkpoint import file_digest, load_failure_reason
@@ -77,6 +78,10 @@ def probe_analysis(
             logits = probe.logits(vx.float())
             variants = {"linear": torch.softmax(logits, 1), "linear + temperature": torch.softmax(logits / temp, 1),
                         "Bayesian linear (Laplace)": bayes.probs(vx, seed=seed)}
+            if "train.kappa" in emb:  # the kappa-aware probe: a per-image temperature from kappa
+                kt = heldout_kappa_temperature(x, y, emb["train.kappa"][idx], num_classes, probe, ev.holdout, seed,
+                                               ev.max_iter)
+                variants["linear + kappa temperature"] = kt.probs(logits, emb["test.kappa"])
             for name, probs in variants.items():
                 s = score(probs, vy)
                 cal.append({"probe": name, "fraction": fraction, "seed": seed, "labels": int(idx.numel()),

@@ -30,7 +30,7 @@ def test_analysis_tables_and_figures(analysed):
     a = analysed / "analysis"
     cal = np.genfromtxt(a / "calibration.csv", delimiter=",", names=True, dtype=None, encoding=None)
     probes = set(cal["probe"])
-    assert probes == {"linear", "linear + temperature", "Bayesian linear (Laplace)"}
+    assert probes == {"linear", "linear + temperature", "Bayesian linear (Laplace)", "linear + kappa temperature"}
     assert set(cal["fraction"]) == {0.1, 1.0}
     assert ((cal["ece"] >= 0) & (cal["ece"] <= 1)).all()
     unc = (a / "uncertainty.csv").read_text()

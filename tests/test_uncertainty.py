@@ -45,3 +45,27 @@ def test_spearman_matches_scipy_and_interval_covers():
     assert cg.rho == pytest.approx(c.rho) and cg.low < cg.rho < cg.high
     with pytest.raises(ValueError, match="equal length"):
         spearman_ci(x, y[:10])
+
+
+def test_kappa_temperature_reduces_to_temperature_scaling_for_constant_kappa_and_helps_when_it_informs():
+    from analysis.calibration import fit_temperature
+    from analysis.kappa_probe import KappaTemperature, fit_kappa_temperature
+
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    kappa = torch.exp(torch.rand(n, generator=g) * 4)  # 1 .. 55
+    clean = (kappa.log() / 4)[:, None]  # (N, 1): how informative the logits are, growing with kappa
+    y = torch.randint(0, 5, (n,), generator=g)
+    logits = 3 * torch.nn.functional.one_hot(y, 5) + torch.randn(n, 5, generator=g) * 1.5
+    noisy = torch.rand(n, generator=g) < 0.5 * (1 - clean.squeeze(1))  # low kappa: labels more often wrong
+    y_obs = torch.where(noisy, torch.randint(0, 5, (n,), generator=g), y)
+    logits = logits * 2  # over-confident overall
+    const = fit_kappa_temperature(logits, y_obs, torch.full((n,), 7.0))
+    assert abs(const.t0 - fit_temperature(logits, y_obs)) < 1e-3 and abs(const.b) < 1e-9  # the kappa term vanishes
+    assert torch.equal(KappaTemperature(1.0, 0.0, 0.0).probs(logits, kappa), torch.softmax(logits.double(), 1))
+    kt = fit_kappa_temperature(logits[:2000], y_obs[:2000], kappa[:2000])
+    t = fit_temperature(logits[:2000], y_obs[:2000])
+    nll = torch.nn.functional.nll_loss
+    ours = nll(kt.probs(logits[2000:], kappa[2000:]).log(), y_obs[2000:])
+    plain_t = nll(torch.log_softmax(logits[2000:].double() / t, 1), y_obs[2000:])
+    assert kt.b < 0 and ours < plain_t  # less certain embeddings get softer predictions, and NLL improves
