@@ -3,6 +3,7 @@ human-label agreement and embedding maps of one run, written to ``RUN/analysis/`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from analysis.kappa_probe import heldout_kappa_temperature
 from analysis.retrieval import r_auroc, retrieval
 from analysis.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
 from probclr.checkpoint import file_digest, load_failure_reason
-from probclr.config import Config
+from probclr.config import Config, merge
 from probclr.datasets import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
 from probclr.features import load_model
@@ -137,17 +138,18 @@ def retrieval_table(emb: dict[str, Any], label_free: dict[str, Tensor]) -> pd.Da
 def analyze_run(
     run_dir: str | Path, command: list[str], cifar10h: str | None = None, cifar10h_order: str | None = None,
     seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000,
-    data_dir: str | None = None,
+    data_dir: str | None = None, eval_updates: dict[str, Any] | None = None,
 ) -> Path:
-    """Everything of the uncertainty analysis for one run; returns ``RUN/analysis``."""
+    """Everything of the uncertainty analysis for one run; returns ``RUN/analysis``. ``eval_updates``
+    ({"eval.key": value}) change the probes' settings from the run's own."""
     start = time.perf_counter()
     run = RunDir(run_dir)
     ckpt = run.require_checkpoint()
     cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
     if data_dir is not None:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
+    if eval_updates:
+        cfg = merge(cfg, eval_updates)
     emb = load_embeddings(run, ckpt)
     human = None
     if cifar10h is not None:  # validate before the long work

@@ -220,13 +220,19 @@ def analyze(
     ambiguity_images: Annotated[int, typer.Option(min=3, help="test images for the crop / corruption study")] = 10000,
     map_points: Annotated[int, typer.Option(min=31, help="test points in the t-SNE / UMAP maps (> perplexity 30)")] = 2000,
     data_dir: DataDirOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
     from analysis.analyze import analyze_run
+    from probclr.config import parse_override
 
+    updates = dict(parse_override(o) for o in (set_ or []))
+    fixed = [k for k in updates if not k.startswith("eval.")]
+    if fixed:
+        fail(f"analyze cannot change {fixed[0]} (the run's checkpoint fixes it); it takes eval.* settings")
     out = analyze_run(run, command_line(ctx), str(cifar10h) if cifar10h else None,
                       str(cifar10h_order) if cifar10h_order else None, seeds, ambiguity_images, map_points,
-                      str(data_dir) if data_dir else None)
+                      str(data_dir) if data_dir else None, updates)
     typer.echo(f"analysis: {out} (tables *.csv, figures/, analysis.json)")
 
 

@@ -173,3 +173,7 @@ def test_swapped_class_folders_never_reuse_stale_features(tmp_path, cifar_slice)
     after = json.loads((out / "eval" / "last" / "results.json").read_text())["rows"][0]["accuracy"]
     assert len(list((out / "features").glob("*.pt"))) == 2  # a second cache entry, not the stale one
     assert after != before
+
+
+def test_analyze_takes_eval_settings_only(run):
+    bad(["analyze", "--run", str(run), "--set", "optim.lr=0.1"], "analyze cannot change optim.lr")
