@@ -99,7 +99,8 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
         ax.tick_params(axis="x", rotation=60)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
-    ax.set_title(f"{meta['spec']['name']}: test accuracy (mean ± sd)")
+    split = "validation" if meta["spec"].get("split", "test") == "val" else "test"
+    ax.set_title(f"{meta['spec']['name']}: {split} accuracy (mean ± sd)")
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     return _save(fig, path)

@@ -27,7 +27,7 @@ from probclr.rundir import RunDir, config_diff
 
 STUDIES = ("generic", "epochs")
 _SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epochs_to_evaluate", "supervised",
-              "method", "jobs"}
+              "method", "jobs", "split"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,7 @@ class SweepSpec:
     supervised: bool = False  # also train the supervised baseline on the same label subsets, per seed
     method: str = "simclr"
     jobs: int = 1  # points run at once (1 on a 2-core machine)
+    split: str = "val"  # where points are scored: val (a sweep chooses; the default) or test (final numbers)
 
 
 class Point:
@@ -89,6 +90,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         name=str(raw.get("name", p.stem)), base=base, set=dict(raw.get("set") or {}), variants=variants,
         grid=dict(grid or {}), seeds=seeds, study=study, epochs_to_evaluate=raw.get("epochs_to_evaluate"),
         supervised=bool(raw.get("supervised", False)), method=str(raw.get("method", "simclr")), jobs=jobs,
+        split=str(raw.get("split", "val")),
     )
 
 
@@ -107,6 +109,8 @@ def _check_spec_types(raw: dict[str, Any]) -> None:
     for key in ("supervised",):
         if key in raw and not isinstance(raw[key], bool):
             raise ConfigError(f"sweep {key} must be true or false, got {shown(raw[key])}")
+    if raw.get("split", "val") not in ("val", "test"):
+        raise ConfigError(f"sweep split must be val or test, got {shown(raw.get('split'))}")
     for key in ("name", "method"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"sweep {key} must be a string, got {shown(raw[key])}")
@@ -185,7 +189,7 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     if point.kind == "supervised":
-        res, _ = run_supervised(point.cfg, pdir, point.cfg.eval.fractions, point.cfg.eval.seeds, command)
+        res, _ = run_supervised(point.cfg, pdir, point.cfg.eval.fractions, point.cfg.eval.seeds, command, spec.split)
         rows = [dataclasses.asdict(r) | {"epoch": None} for r in res]
     else:
         cfg = point.cfg
@@ -199,7 +203,7 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
             wanted = spec.epochs_to_evaluate or list(range(cfg.optim.epochs + 1))
             ckpts = [run.epoch_checkpoint(e) for e in wanted if run.epoch_checkpoint(e).is_file()]
         for ckpt in ckpts:
-            res, _ = evaluate_run(pdir, cfg.eval, ckpt, None, spec.method, command)
+            res, _ = evaluate_run(pdir, cfg.eval, ckpt, None, spec.method, command, split=spec.split)
             epoch = int(ckpt.stem.split("_")[-1]) if ckpt.stem.startswith("epoch_") else cfg.optim.epochs
             rows += [dataclasses.asdict(r) | {"epoch": epoch} for r in res]
     record = {"point": point.name, "kind": point.kind, "params": point.params, "seed": point.seed,

@@ -53,6 +53,10 @@ def test_real_tiny_sweep_end_to_end_resumes_and_refuses_other_configs(tmp_path):
     out = tmp_path / "sw"
     recs = run_sweep(cfg, out, ["probclr", "sweep"])
     assert len(recs) == 4 and {r["kind"] for r in recs} == {"pretrain", "supervised"}
+    # a sweep chooses: its points are scored on the validation split, never the test set (unless split: test)
+    assert list(out.glob("points/*/eval/last/val/results.json")) and not list(out.glob("points/*/eval/last/results.json"))
+    sup = json.loads(next(out.glob("points/supervised*/results.json")).read_text())
+    assert sup["split"] == "val"
     done = sorted(out.glob("points/*/done.json"))
     stamps = [p.stat().st_mtime_ns for p in done]
     time.sleep(0.01)
