@@ -77,6 +77,8 @@ def test_knn_matches_slow_loop():
     torch.testing.assert_close(ours, slow_knn(x, y, q, 7, 0.1, 4).float(), atol=1e-5, rtol=1e-4)
     smoothed = probe._replace(eps=0.1).probs(q)
     torch.testing.assert_close(smoothed, 0.9 * ours + 0.1 / 4)
+    sharp = probe._replace(gamma=2.0).probs(q)
+    torch.testing.assert_close(sharp, ours**2 / (ours**2).sum(1, keepdim=True))
     assert capped_k(1000, 40, 0.1) == 4 and capped_k(5, 40, 0.1) == 4 and capped_k(3, 5, 0.1) == 1
     assert train_knn_probe(x, y, 4, k=1000).probs(q).shape == (12, 4)  # k larger than the bank is capped
 
