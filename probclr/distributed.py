@@ -7,7 +7,9 @@ returns to each rank the gradient of its own rows (a reduce-scatter of all ranks
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -36,6 +38,19 @@ def init_from_env(device_type: str) -> DistInfo:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return dist_info()
+
+
+@contextlib.contextmanager
+def owned_process_group() -> Iterator[None]:
+    """Destroy on the way out a process group joined inside the block. Left alive, gloo's worker threads meet
+    the interpreter's teardown and can abort a rank that finished its work ("terminate called without an
+    active exception", SIGABRT: seen once in CI at the end of a 2-rank run)."""
+    before = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not before and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 class _ContiguousGrad(torch.autograd.Function):

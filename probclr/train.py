@@ -28,7 +28,7 @@ from probclr.config import Config, to_dict
 from probclr.data import Splits, cache_dir
 from probclr.datasets import load_splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks
+from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks, owned_process_group
 from probclr.errors import ConfigError, ProbclrError
 from probclr.features import as_float_rgb, embed
 from probclr.gradcache import grad_cached_backward
@@ -217,10 +217,11 @@ def pretrain(
 ) -> PretrainResult:
     """Train SimCLR with ``cfg`` into the run directory ``out``; checkpoint every epoch. The run directory is
     locked for the whole run (one writer; with several processes, rank 0 holds it)."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return _pretrain(cfg, out, resume, on_progress, command)
-    with RunLock(Path(out)):
-        return _pretrain(cfg, out, resume, on_progress, command)
+    with owned_process_group():
+        if int(os.environ.get("RANK", "0")) != 0:
+            return _pretrain(cfg, out, resume, on_progress, command)
+        with RunLock(Path(out)):
+            return _pretrain(cfg, out, resume, on_progress, command)
 
 
 def _pretrain(
