@@ -24,6 +24,7 @@ from analysis.uncertainty import auroc, baseline_certainties, partial_spearman, 
 from probclr.checkpoint import file_digest, load_failure_reason
 from probclr.config import Config, merge
 from probclr.datasets import cifar10_test_in_original_order, load_splits
+from probclr.embeddings import FORMAT as EMBEDDINGS_FORMAT
 from probclr.errors import ProbclrError
 from probclr.features import load_model
 from probclr.fractions import label_subset
@@ -48,6 +49,9 @@ def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
                            f" ({load_failure_reason(err)})") from err
     if not isinstance(emb, dict) or emb.get("checkpoint_sha256") != file_digest(checkpoint):
         raise ProbclrError(f"{str(path)!r} was made from another checkpoint; re-run `probclr embed --run {run.root}`")
+    if emb.get("format") != EMBEDDINGS_FORMAT:
+        raise ProbclrError(f"{str(path)!r} was made by an older probclr (format {emb.get('format', 1)!r}, need"
+                           f" {EMBEDDINGS_FORMAT}); re-run `probclr embed --run {run.root}`")
     return emb
 
 
@@ -56,11 +60,11 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def probe_analysis(
-    emb: dict[str, Any], cfg: Config, seeds: int
+    emb: dict[str, Any], cfg: Config, seeds: int, split: str = "test"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, LinearProbe]:
-    """Per fraction and label seed: plain / temperature-scaled / Bayesian linear probe scores on the test set,
-    reliability data (seed 0), and the misclassification AUROC / AURC of every certainty score."""
-    tx, ty, vx, vy = emb["train.features"], emb["train.labels"], emb["test.features"], emb["test.labels"]
+    """Per fraction and label seed: plain / temperature-scaled / Bayesian linear probe scores on ``split``
+    (test or val), reliability data (seed 0), and the misclassification AUROC / AURC of every certainty score."""
+    tx, ty, vx, vy = emb["train.features"], emb["train.labels"], emb[f"{split}.features"], emb[f"{split}.labels"]
     num_classes = len(emb["classes"])
     ev = cfg.eval
     cal, rel, unc = [], [], []
@@ -82,7 +86,7 @@ def probe_analysis(
             if "train.kappa" in emb:  # the kappa-aware probe: a per-image temperature from kappa
                 kt = heldout_kappa_temperature(x, y, emb["train.kappa"][idx], num_classes, probe, ev.holdout, seed,
                                                ev.max_iter)
-                variants["linear + kappa temperature"] = kt.probs(logits, emb["test.kappa"])
+                variants["linear + kappa temperature"] = kt.probs(logits, emb[f"{split}.kappa"])
             for name, probs in variants.items():
                 s = score(probs, vy)
                 cal.append({"probe": name, "fraction": fraction, "seed": seed, "labels": int(idx.numel()),
@@ -97,10 +101,11 @@ def probe_analysis(
             error = (probs.argmax(1) != vy).numpy()
             scores = dict(baseline_certainties(probs))
             scores["feature_norm"] = vx.double().norm(dim=1)
+            scores["proj_norm"] = emb[f"{split}.proj_norm"].double()
             knn = train_knn_probe(x, y, num_classes, ev.knn_k, ev.knn_max_share, ev.knn_temperature).probs(vx)
             scores["knn_agreement"] = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
-            if "test.kappa" in emb:
-                scores = {"kappa": emb["test.kappa"].double(), **scores}
+            if f"{split}.kappa" in emb:
+                scores = {"kappa": emb[f"{split}.kappa"].double(), **scores}
             for name, c in scores.items():
                 unc.append({"score": name, "fraction": fraction, "seed": seed, "error_rate": float(error.mean()),
                             "auroc": auroc(-c, error), "aurc": risk_coverage(c, error).aurc})
@@ -110,25 +115,40 @@ def probe_analysis(
     return pd.DataFrame(cal), pd.concat(rel, ignore_index=True), pd.DataFrame(unc), probe_for_ambiguity
 
 
-def human_table(human: Tensor, scores: dict[str, Tensor]) -> pd.DataFrame:
+def human_table(
+    human: Tensor, label_free: dict[str, Tensor], label_using: dict[str, Tensor] | None = None
+) -> pd.DataFrame:
     """Certainty against human ambiguity (CIFAR-10H): Spearman with -H(human soft label) and its 95 % CI, the
-    AUROC of low certainty for "the annotators were not unanimous", and kappa's partial Spearman given ||h||."""
+    AUROC of low certainty for "the annotators were not unanimous", and kappa's partial Spearman given ||h||.
+    Scores that needed labels (a probe's) are marked apart from the label-free ones."""
     entropy = human_entropy(human)  # (N,)
     split = entropy > 1e-9  # not unanimous
     rows = []
+    scores = {**label_free, **(label_using or {})}
     for name, s in scores.items():
         c = spearman_ci(s, -entropy)
-        rows.append({"score": name, "rho": c.rho, "low": c.low, "high": c.high, "n": c.n,
-                     "auroc_not_unanimous": auroc(-s, split)})
+        rows.append({"score": name, "uses_labels": name not in label_free, "rho": c.rho, "low": c.low,
+                     "high": c.high, "n": c.n, "auroc_not_unanimous": auroc(-s, split)})
     if "kappa" in scores:
-        rows.append({"score": "kappa | feature_norm (partial)", "n": int(entropy.numel()),
+        rows.append({"score": "kappa | feature_norm (partial)", "uses_labels": False, "n": int(entropy.numel()),
                      "rho": partial_spearman(scores["kappa"], -entropy, scores["feature_norm"])})
     return pd.DataFrame(rows)
 
 
-def retrieval_table(emb: dict[str, Any], label_free: dict[str, Tensor]) -> pd.DataFrame:
+def label_using_scores(emb: dict[str, Any], cfg: Config, probe: LinearProbe, split: str) -> dict[str, Tensor]:
+    """The certainties that need labels, from the probes on all labels: max-softmax and negative entropy of
+    the linear probe, and the kNN probe's agreement with the linear probe's class."""
+    probs = probe.probs(emb[f"{split}.features"].float())
+    ev = cfg.eval
+    knn = train_knn_probe(emb["train.features"], emb["train.labels"], len(emb["classes"]), ev.knn_k,
+                          ev.knn_max_share, ev.knn_temperature).probs(emb[f"{split}.features"])
+    agreement = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
+    return {**baseline_certainties(probs), "knn_agreement": agreement}
+
+
+def retrieval_table(emb: dict[str, Any], label_free: dict[str, Tensor], split: str = "test") -> pd.DataFrame:
     """Recall@1 and MAP@R in mu-space, and the R-AUROC of every label-free certainty score."""
-    r = retrieval(emb["test.mu"], emb["test.labels"])
+    r = retrieval(emb[f"{split}.mu"], emb[f"{split}.labels"])
     rows = [{"metric": "Recall@1", "score": "", "value": r.recall_at_1},
             {"metric": "MAP@R", "score": "", "value": r.map_at_r}]
     rows += [{"metric": "R-AUROC", "score": name, "value": r_auroc(s, r.nn_correct)} for name, s in label_free.items()]
@@ -138,11 +158,16 @@ def retrieval_table(emb: dict[str, Any], label_free: dict[str, Tensor]) -> pd.Da
 def analyze_run(
     run_dir: str | Path, command: list[str], cifar10h: str | None = None, cifar10h_order: str | None = None,
     seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000,
-    data_dir: str | None = None, eval_updates: dict[str, Any] | None = None,
+    data_dir: str | None = None, eval_updates: dict[str, Any] | None = None, split: str = "test",
 ) -> Path:
-    """Everything of the uncertainty analysis for one run; returns ``RUN/analysis``. ``eval_updates``
-    ({"eval.key": value}) change the probes' settings from the run's own."""
+    """Everything of the uncertainty analysis for one run; returns ``RUN/analysis`` (``RUN/analysis-val`` for
+    the validation split, which is what variants are chosen on). ``eval_updates`` ({"eval.key": value})
+    change the probes' settings from the run's own."""
     start = time.perf_counter()
+    if split not in ("test", "val"):
+        raise ProbclrError(f"unknown split {split!r}; valid: test, val")
+    if split == "val" and cifar10h is not None:
+        raise ProbclrError("CIFAR-10H labels the test images: --cifar10h goes with --split test")
     run = RunDir(run_dir)
     ckpt = run.require_checkpoint()
     cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
@@ -151,30 +176,35 @@ def analyze_run(
     if eval_updates:
         cfg = merge(cfg, eval_updates)
     emb = load_embeddings(run, ckpt)
+    if f"{split}.features" not in emb:
+        raise ProbclrError(f"the embeddings of {str(run.root)!r} hold no {split} split (data.val_size 0?)")
     human = None
     if cifar10h is not None:  # validate before the long work
         human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg.data), cifar10h_order)
-    with staged_dir(run.root / "analysis") as out:  # all of the new analysis, or the old one untouched
+    final = run.root / ("analysis" if split == "test" else "analysis-val")
+    with staged_dir(final) as out:  # all of the new analysis, or the old one untouched
         (out / "figures").mkdir()
-        _analyze_into(out, run, ckpt, cfg, emb, human, command, cifar10h, seeds, ambiguity_images, map_points, start)
-    return run.root / "analysis"
+        _analyze_into(out, run, ckpt, cfg, emb, human, command, cifar10h, seeds, ambiguity_images, map_points, start,
+                      split)
+    return final
 
 
 def _analyze_into(
     out: Path, run: RunDir, ckpt: Path, cfg: Config, emb: dict[str, Any], human: Tensor | None, command: list[str],
-    cifar10h: str | None, seeds: int | None, ambiguity_images: int, map_points: int, start: float,
+    cifar10h: str | None, seeds: int | None, ambiguity_images: int, map_points: int, start: float, split: str,
 ) -> None:
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    cal, rel, unc, best_probe = probe_analysis(emb, cfg, seeds or cfg.eval.seeds)
+    cal, rel, unc, best_probe = probe_analysis(emb, cfg, seeds or cfg.eval.seeds, split)
     timings["probes_s"] = time.perf_counter() - t
     for name, df in (("calibration", cal), ("reliability", rel), ("uncertainty", unc)):
         _csv(df, out / f"{name}.csv")
 
     t = time.perf_counter()
     model = load_model(ckpt)
-    test_images = load_splits(cfg.data).test.images
+    splits = load_splits(cfg.data)
+    test_images = (splits.test if split == "test" else splits.val).images  # type: ignore[union-attr]
     n_amb = min(ambiguity_images, test_images.shape[0])
     pick = torch.randperm(test_images.shape[0], generator=torch.Generator().manual_seed(0))[:n_amb]
 
@@ -184,29 +214,30 @@ def _analyze_into(
     amb = ambiguity_analysis(model, test_images[pick], seed=0, probe=probe)
     _csv(amb.correlations, out / "ambiguity.csv")
     _csv(amb.by_level, out / "ambiguity_levels.csv")
+    _csv(amb.per_image, out / "ambiguity_per_image.csv")
     timings["ambiguity_s"] = time.perf_counter() - t
 
-    vx = emb["test.features"]
-    label_free = {"feature_norm": vx.double().norm(dim=1)}
-    if "test.kappa" in emb:
-        label_free = {"kappa": emb["test.kappa"].double(), **label_free}
+    vx = emb[f"{split}.features"]
+    label_free = {"feature_norm": vx.double().norm(dim=1), "proj_norm": emb[f"{split}.proj_norm"].double()}
+    if f"{split}.kappa" in emb:
+        label_free = {"kappa": emb[f"{split}.kappa"].double(), **label_free}
     t = time.perf_counter()
-    _csv(retrieval_table(emb, label_free), out / "retrieval.csv")
+    _csv(retrieval_table(emb, label_free, split), out / "retrieval.csv")
     timings["retrieval_s"] = time.perf_counter() - t
     if human is not None:
-        scores = {**label_free, "max_softmax": probe(vx).max(1).values.double()}
-        _csv(human_table(human, scores), out / "human_agreement.csv")
+        _csv(human_table(human, label_free, label_using_scores(emb, cfg, best_probe, split)),
+             out / "human_agreement.csv")
 
     t = time.perf_counter()
     gen = torch.Generator().manual_seed(0)
-    sel = torch.randperm(emb["test.features"].shape[0], generator=gen)[:map_points]
+    sel = torch.randperm(vx.shape[0], generator=gen)[:map_points]
     maps = []
     for method in ["tsne"] + (["umap"] if umap_available() else []):
-        xy = embedding_map(emb["test.features"][sel], method)
+        xy = embedding_map(vx[sel], method)
         df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
-                           "class": [emb["classes"][i] for i in emb["test.labels"][sel].tolist()]})
-        if "test.kappa" in emb:
-            df["kappa"] = emb["test.kappa"][sel].numpy()
+                           "class": [emb["classes"][i] for i in emb[f"{split}.labels"][sel].tolist()]})
+        if f"{split}.kappa" in emb:
+            df["kappa"] = emb[f"{split}.kappa"][sel].numpy()
         maps.append(df)
     _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
     timings["maps_s"] = time.perf_counter() - t
@@ -217,7 +248,7 @@ def _analyze_into(
     timings["total_s"] = time.perf_counter() - start
     atomic_write_json(out / "analysis.json", {
         "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb["checkpoint_sha256"],
-        "loss": cfg.loss.name, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
+        "loss": cfg.loss.name, "split": split, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
         "ambiguity_images": n_amb, "map_points": int(sel.numel()),
         "cifar10h": cifar10h, "timings": timings, "provenance": provenance(torch.device("cpu"), command),
     })

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.plots import accuracy_vs_fraction, monitor_curves
+from analysis.seed_summary import across_seeds, kappa_verdicts, run_measures
 from probclr.errors import ProbclrError
 from probclr.io import atomic_write_text, read_csv, read_json
 from probclr.results import ResultRow, load_rows
@@ -175,6 +176,27 @@ code,pre{font-size:.82em;background:#f6f6f6}pre{padding:.6em;overflow-x:auto}
 .note{color:#555;font-size:.9em}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}"""
 
 
+def seed_section(runs: list[RunInfo]) -> tuple[list[str], list[str]]:
+    """Analysis measures across pretraining seeds (runs grouped by loss), with kappa's verdicts; empty when
+    no loss has two analysed runs."""
+    analysed = [r for r in runs if r.analysis is not None]
+    group_of = {r.name: str(r.analysis_meta.get("loss", "?")) for r in analysed}
+    if not analysed or max(list(group_of.values()).count(g) for g in group_of.values()) < 2:
+        return [], []
+    summary = across_seeds({r.name: run_measures(r.analysis) for r in analysed if r.analysis}, group_of)
+    t = summary.assign(**{"mean [95 % CI over runs]": [
+        f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in zip(summary["mean"], summary["low"], summary["high"],
+                                                                  strict=True)]})[
+        ["group", "measure", "score", "runs", "mean [95 % CI over runs]"]]
+    verdicts = kappa_verdicts(summary)
+    h = ["<h2>Across pretraining seeds</h2><p class='note'>One value per run (pretraining seed); mean and 95 %"
+         " t-interval over runs of the same loss.</p>", "<ul>" + "".join(f"<li>{html.escape(v)}</li>"
+                                                                          for v in verdicts) + "</ul>", _html_table(t)]
+    md = ["## Across pretraining seeds (mean [95 % t-interval] over runs)", "", *[f"- {v}" for v in verdicts], "",
+          _md_table(t), ""]
+    return h, md
+
+
 def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "probclr report") -> tuple[Path, Path]:
     """Write ``out/report.html`` and ``out/summary.md``; returns their paths."""
     if not run_dirs:
@@ -208,6 +230,10 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
               f"<figure class='small'>{_img(fig)}<figcaption>kNN top-1 (k = 20) of validation images against a"
               " labeled bank, per epoch (never the test set).</figcaption></figure>"]
         md += ["## Pretraining: kNN monitor on the validation split", "", "![kNN monitor](monitor.png)", ""]
+
+    seed_h, seed_md = seed_section(runs)
+    h += seed_h
+    md += seed_md
 
     for i, run in enumerate(runs, start=2):
         h.append(f"<h2>{i}. Run <code>{html.escape(run.name)}</code></h2>")

@@ -221,6 +221,7 @@ def analyze(
     map_points: Annotated[int, typer.Option(min=31, help="test points in the t-SNE / UMAP maps (> perplexity 30)")] = 2000,
     data_dir: DataDirOpt = None,
     set_: SetOpt = None,
+    split: Annotated[str, typer.Option(help="test, or val (for choices: writes RUN/analysis-val)")] = "test",
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
     from analysis.analyze import analyze_run
@@ -232,7 +233,7 @@ def analyze(
         fail(f"analyze cannot change {fixed[0]} (the run's checkpoint fixes it); it takes eval.* settings")
     out = analyze_run(run, command_line(ctx), str(cifar10h) if cifar10h else None,
                       str(cifar10h_order) if cifar10h_order else None, seeds, ambiguity_images, map_points,
-                      str(data_dir) if data_dir else None, updates)
+                      str(data_dir) if data_dir else None, updates, split)
     typer.echo(f"analysis: {out} (tables *.csv, figures/, analysis.json)")
 
 

@@ -84,3 +84,20 @@ def crop_area(x: Tensor, area: Tensor, gen: torch.Generator) -> Tensor:
     y0 = torch.rand(b, generator=gen, device=x.device, dtype=x.dtype) * (height - h)
     flip = torch.zeros(b, dtype=torch.bool, device=x.device)
     return crop_resize_flip(x, CropParams(x0, y0, w, h), flip, height)
+
+
+def centre_crop(x: Tensor, side: Tensor) -> Tensor:
+    """Centre crops whose side is ``side`` (B,) of the image's side (in (0, 1]), resized back: the crop
+    protocol of Kirchhof et al. (ICML 2023), who draw the side fraction uniformly in (0.25, 1).
+
+    x: (B, C, H, W) float.
+    """
+    if side.shape != x.shape[:1]:
+        raise ValueError(f"need one side fraction per image, got {tuple(side.shape)} for {x.shape[0]} images")
+    if not bool(((side > 0) & (side <= 1)).all()):
+        raise ValueError(f"side fractions must lie in (0, 1], got min {float(side.min())}, max {float(side.max())}")
+    b, _, height, width = x.shape
+    s = side.to(device=x.device, dtype=x.dtype)
+    w, h = s * width, s * height  # (B,)
+    flip = torch.zeros(b, dtype=torch.bool, device=x.device)
+    return crop_resize_flip(x, CropParams((width - w) / 2, (height - h) / 2, w, h), flip, height)

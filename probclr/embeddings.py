@@ -21,22 +21,33 @@ from probclr.io import atomic_torch_save
 from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 from probclr.runlock import stable_checkpoint
 
+FORMAT = 2  # 2: adds the projection's norm before normalisation ("<split>.proj_norm")
+
+
+def projection_norm(model: SimCLRModel, h: Tensor, out: Tensor | Embedding) -> Tensor:
+    """The norm of the projection before it is normalised onto the sphere (B,): a free, label-free certainty
+    baseline. For the probabilistic head, the norm of its direction branch's output."""
+    if isinstance(out, Embedding):
+        return model.head.direction(h).float().norm(dim=1)  # type: ignore[union-attr, operator]
+    return out.float().norm(dim=1)
+
 
 @torch.no_grad()
 def embed_images(model: SimCLRModel, images: Tensor, batch_size: int = 512) -> dict[str, Tensor]:
-    """uint8 (N, C, H, W), or float in [0, 1] -> {'features': (N, D), 'mu': (N, P), 'kappa': (N,) if
-    probabilistic}."""
-    feats, mus, kappas = [], [], []
+    """uint8 (N, C, H, W), or float in [0, 1] -> {'features': (N, D), 'mu': (N, P), 'proj_norm': (N,),
+    'kappa': (N,) if probabilistic}."""
+    feats, mus, norms, kappas = [], [], [], []
     model.eval()
     for chunk in images.split(batch_size):
         h, out = model(as_float_rgb(chunk))
         feats.append(h.float())
+        norms.append(projection_norm(model, h, out))
         if isinstance(out, Embedding):
             mus.append(out.mu)
             kappas.append(out.kappa)
         else:
             mus.append(F.normalize(out.float(), dim=1))
-    result = {"features": torch.cat(feats), "mu": torch.cat(mus)}
+    result = {"features": torch.cat(feats), "mu": torch.cat(mus), "proj_norm": torch.cat(norms)}
     if kappas:
         result["kappa"] = torch.cat(kappas)
     return result
@@ -53,7 +64,7 @@ def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: s
         digest = file_digest(stable)
     data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=data_dir)
     splits = load_splits(data_cfg)
-    out: dict[str, object] = {"checkpoint_sha256": digest, "classes": list(splits.train.classes)}
+    out: dict[str, object] = {"checkpoint_sha256": digest, "classes": list(splits.train.classes), "format": FORMAT}
     parts = [("train", splits.train), ("test", splits.test)]
     if splits.val is not None and splits.val.images.shape[0] > 0:
         parts.append(("val", splits.val))  # the validation split: for choices made by analyze (never test)

@@ -37,12 +37,17 @@ def test_analysis_tables_and_figures(analysed):
     for score in ("kappa", "max_softmax", "neg_entropy", "feature_norm", "knn_agreement"):
         assert score in unc
     ret = np.genfromtxt(a / "retrieval.csv", delimiter=",", names=True, dtype=None, encoding=None)
-    assert list(ret["metric"]) == ["Recall@1", "MAP@R", "R-AUROC", "R-AUROC"] and set(ret["score"][2:]) == {
-        "kappa", "feature_norm"}
+    assert list(ret["metric"]) == ["Recall@1", "MAP@R", "R-AUROC", "R-AUROC", "R-AUROC"] and set(ret["score"][2:]) == {
+        "kappa", "feature_norm", "proj_norm"}
     assert ((ret["value"] >= 0) & (ret["value"] <= 1)).all()
     amb = (a / "ambiguity.csv").read_text()
-    for factor in ("crop area", "gaussian_noise", "gaussian_blur", "contrast"):
+    for factor in ("crop area", "centre crop side", "gaussian_noise", "gaussian_blur", "contrast"):
         assert factor in amb
+    per = np.genfromtxt(a / "ambiguity_per_image.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    scores = {"kappa", "feature_norm", "proj_norm", "max_softmax"}
+    assert set(per["score"]) == scores and len(per) == len(scores) * (1 + 2 * 3) and (per["n"] == 60).all()
+    rates = per["value"][per["statistic"] != "mean per-image Spearman"]
+    assert ((rates >= 0) & (rates <= 1)).all()
     for fig in ("reliability", "calibration", "uncertainty", "ambiguity", "embedding_map"):
         assert (a / "figures" / f"{fig}.png").stat().st_size > 1000
     meta = json.loads((a / "analysis.json").read_text())
@@ -71,6 +76,48 @@ def test_report_and_analyze_bad_input(analysed, tmp_path):
     np.save(wrong, np.full((10, 10), 0.1))
     bad(["analyze", "--run", str(analysed), "--cifar10h", str(wrong), *FAST], "has shape (10, 10), expected (10000, 10)")
     assert not (tmp_path / "r").exists()
+
+
+def test_analyze_on_the_validation_split(analysed):
+    """--split val: every table on the validation images (what variants are chosen on), in analysis-val;
+    CIFAR-10H (test images) refused with it; the test analysis is untouched."""
+    before = (analysed / "analysis" / "analysis.json").read_bytes()
+    bad(["analyze", "--run", str(analysed), "--split", "val", "--cifar10h", "x.npy", *FAST], "--split test")
+    bad(["analyze", "--run", str(analysed), "--split", "train", *FAST], "unknown split 'train'; valid: test, val")
+    ok(["analyze", "--run", str(analysed), "--split", "val", *FAST])
+    a = analysed / "analysis-val"
+    meta = json.loads((a / "analysis.json").read_text())
+    assert meta["split"] == "val" and (analysed / "analysis" / "analysis.json").read_bytes() == before
+    emb = torch.load(analysed / "embeddings" / "last.pt", weights_only=True)
+    ret = np.genfromtxt(a / "retrieval.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    from analysis.retrieval import retrieval
+
+    assert ret["value"][0] == pytest.approx(retrieval(emb["val.mu"], emb["val.labels"]).recall_at_1)
+
+
+def test_report_summarises_runs_across_seeds(analysed, tmp_path):
+    """Two analysed runs of one loss: the report gives each measure's mean and t-interval over runs, and
+    kappa's verdicts against the best label-free baseline."""
+    import shutil
+
+    twin = tmp_path / "twin"
+    shutil.copytree(analysed, twin)
+    ok(["report", str(analysed), str(twin), "--out", str(tmp_path / "rep")])
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Across pretraining seeds" in md and "best label-free baseline" in md
+    assert "| mc_infonce | Recall@1 |" in md
+
+
+def test_old_embeddings_are_refused_with_the_command_that_remakes_them(analysed, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(analysed, copy)
+    path = copy / "embeddings" / "last.pt"
+    emb = torch.load(path, weights_only=True)
+    del emb["format"]
+    torch.save(emb, path)
+    bad(["analyze", "--run", str(copy), *FAST], "older probclr (format 1, need 2); re-run `probclr embed --run")
 
 
 def _three_class_data(n, gen):

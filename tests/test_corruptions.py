@@ -53,3 +53,17 @@ def test_crop_area_full_is_identity_and_small_crop_zooms():
     assert (y.amax() - y.amin()).item() == pytest.approx(0.5, abs=0.08)
     with pytest.raises(ValueError, match="crop areas"):
         crop_area(x, torch.tensor([0.5, 0.0, 1.0]), gen)
+
+
+def test_centre_crop_full_is_identity_and_keeps_only_the_centre():
+    from probclr.corruptions import centre_crop
+
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(centre_crop(x, torch.ones(2)), x)
+    frame = torch.zeros(1, 3, 32, 32)
+    frame[..., 8:24, 8:24] = 1.0  # a bright centre square of half the side in a dark frame
+    y = centre_crop(frame, torch.tensor([0.4]))  # the crop lies inside the centre square
+    assert y.amin().item() == pytest.approx(1.0)
+    assert centre_crop(frame, torch.tensor([1.0])).amin().item() == 0.0
+    with pytest.raises(ValueError, match="side fractions"):
+        centre_crop(x, torch.tensor([0.5, 1.5]))

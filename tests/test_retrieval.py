@@ -57,7 +57,9 @@ def test_human_table_on_synthetic_soft_labels():
     human = torch.softmax(logits, 1).double()
     human[:200] = torch.nn.functional.one_hot(human[:200].argmax(1), 10).double()  # unanimous images
     certainty = -human_entropy(human) + 0.05 * torch.randn(600, generator=g, dtype=torch.float64)
-    table = human_table(human, {"kappa": certainty, "feature_norm": torch.randn(600, generator=g).double()})
+    table = human_table(human, {"kappa": certainty, "feature_norm": torch.randn(600, generator=g).double()},
+                        {"max_softmax": torch.rand(600, generator=g).double()})
+    assert list(table.uses_labels) == [False, False, True, False]  # the probe's score is marked apart
     kappa = table[table.score == "kappa"].iloc[0]
     assert kappa.rho > 0.9 and kappa.low <= kappa.rho <= kappa.high and kappa.auroc_not_unanimous > 0.9
     noise = table[table.score == "feature_norm"].iloc[0]
