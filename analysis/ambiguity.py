@@ -14,9 +14,9 @@ from torch import Tensor
 
 from analysis.per_image import less_certain_rate, per_image_spearman
 from analysis.uncertainty import Correlation, spearman_ci
-from probclr.corruptions import CORRUPTIONS, SEVERITIES, centre_crop, corrupt, crop_area
-from probclr.embeddings import embed_images
-from probclr.heads import SimCLRModel
+from probclr.data.corruptions import CORRUPTIONS, SEVERITIES, centre_crop, corrupt, crop_area
+from probclr.eval.embeddings import embed_images
+from probclr.model.heads import SimCLRModel
 
 
 def certainties(out: dict[str, Tensor], probe: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:

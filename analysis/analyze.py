@@ -21,19 +21,19 @@ from analysis.human_labels import align, human_entropy, load_cifar10h
 from analysis.kappa_probe import heldout_kappa_temperature
 from analysis.retrieval import r_auroc, retrieval
 from analysis.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
-from probclr.checkpoint import file_digest, load_failure_reason
 from probclr.config import Config, merge
-from probclr.datasets import cifar10_test_in_original_order, load_splits
-from probclr.embeddings import FORMAT as EMBEDDINGS_FORMAT
+from probclr.data.fractions import label_subset
+from probclr.data.sources import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
-from probclr.features import load_model
-from probclr.fractions import label_subset
+from probclr.eval.embeddings import FORMAT as EMBEDDINGS_FORMAT
+from probclr.eval.features import load_model
 from probclr.io import atomic_write_json, atomic_write_text, staged_dir
-from probclr.knn import train_knn_probe
-from probclr.metrics import score
-from probclr.probes import LinearProbe, train_linear_probe
+from probclr.probes.knn import train_knn_probe
+from probclr.probes.linear import LinearProbe, train_linear_probe
+from probclr.probes.metrics import score
 from probclr.provenance import provenance
-from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+from probclr.run.checkpoint import file_digest, load_failure_reason
+from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
 
 def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:

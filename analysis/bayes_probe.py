@@ -17,7 +17,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from probclr.probes import LinearProbe
+from probclr.probes.linear import LinearProbe
 
 BIAS_PRIOR_STD = 10.0
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probclr.fractions import holdout_split
-from probclr.metrics import confidence_bin
-from probclr.probes import LinearProbe, _standardise, fit_logistic
+from probclr.data.fractions import holdout_split
+from probclr.probes.linear import LinearProbe, _standardise, fit_logistic
+from probclr.probes.metrics import confidence_bin
 
 
 def reliability(probs: Tensor, labels: Tensor, bins: int = 15) -> pd.DataFrame:

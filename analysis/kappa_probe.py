@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probclr.fractions import holdout_split
-from probclr.probes import LinearProbe, _standardise, fit_logistic
+from probclr.data.fractions import holdout_split
+from probclr.probes.linear import LinearProbe, _standardise, fit_logistic
 
 
 class KappaTemperature(NamedTuple):

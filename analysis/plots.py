@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from probclr.eval.results import ResultRow, rows_frame
 from probclr.io import atomic_write_bytes  # noqa: E402
-from probclr.results import ResultRow, rows_frame  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 130) -> Path:

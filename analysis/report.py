@@ -15,8 +15,8 @@ import pandas as pd
 from analysis.plots import accuracy_vs_fraction, monitor_curves
 from analysis.seed_summary import across_seeds, kappa_verdicts, run_measures
 from probclr.errors import ProbclrError
+from probclr.eval.results import ResultRow, load_rows
 from probclr.io import atomic_write_text, read_csv, read_json
-from probclr.results import ResultRow, load_rows
 
 FIGURES = [("reliability.png", "Reliability diagrams (label-subset seed 0)"),
            ("calibration.png", "ECE and NLL across label fractions"),

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from probclr.corruptions import CORRUPTIONS
+from probclr.data.corruptions import CORRUPTIONS
 from probclr.io import read_csv
 
 LABEL_FREE = ("kappa", "feature_norm", "proj_norm")

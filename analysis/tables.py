@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from probclr.results import ResultRow, summary_frame
+from probclr.eval.results import ResultRow, summary_frame
 
 
 def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from probclr.augment import SimCLRAugment
-from probclr.bench import peer_transform
 from probclr.config import AugmentConfig, DataConfig
-from probclr.datasets import load_splits
+from probclr.data.augment import SimCLRAugment
+from probclr.data.sources import load_splits
+from studies.bench import peer_transform
 
 
 def load_images(n: int) -> tuple[torch.Tensor, str]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from probclr.config import load_config
-from probclr.datasets import load_splits
+from probclr.data.sources import load_splits
 
 
 def epochs_for(bench: Path, config: str, minutes: float, sets: list[str]) -> int:

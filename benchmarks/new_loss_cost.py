@@ -16,7 +16,7 @@ from pathlib import Path
 
 from probclr.config import load_config
 from probclr.io import atomic_write_json
-from probclr.train import pretrain
+from probclr.train.pretrain import pretrain
 
 
 def epoch_seconds(loss: str, limit: int, config: str, work: Path) -> float:

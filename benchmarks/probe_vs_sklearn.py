@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from probclr.fractions import label_subset
-from probclr.probes import fit_logistic, logistic_loss_and_grad
+from probclr.data.fractions import label_subset
+from probclr.probes.linear import fit_logistic, logistic_loss_and_grad
 
 
 def objective(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, wd: float) -> float:

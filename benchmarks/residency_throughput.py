@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from probclr.augment import SimCLRAugment
-from probclr.backbones import channel_stats
 from probclr.config import load_config
-from probclr.datasets import load_splits
-from probclr.losses import nt_xent
-from probclr.optim import build_optimizer
-from probclr.residency import make_source
-from probclr.train import build_model
+from probclr.data.augment import SimCLRAugment
+from probclr.data.residency import make_source
+from probclr.data.sources import load_splits
+from probclr.model.backbones import channel_stats
+from probclr.model.build import build_model
+from probclr.model.losses import nt_xent
+from probclr.train.optim import build_optimizer
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from analysis.tables import comparison_table, format_table
+from probclr.eval.results import ResultRow, load_rows
 from probclr.io import read_jsonl
-from probclr.results import ResultRow, load_rows
 
 
 def main() -> None:

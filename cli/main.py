@@ -50,8 +50,8 @@ def pretrain(
                                             "torchrun --nproc-per-node); optim.batch_size is the global batch")] = None,
 ) -> None:
     """Pretrain an encoder with SimCLR (NT-Xent) and write a run directory."""
-    from probclr.train import Stopped
-    from probclr.train import pretrain as run_pretrain
+    from probclr.train.pretrain import Stopped
+    from probclr.train.pretrain import pretrain as run_pretrain
 
     own = out / "config.yaml"
     if resume and config is None and own.is_file():
@@ -82,7 +82,7 @@ def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
 
     from cli.launch import launch_local
     from probclr.distributed import DistInfo
-    from probclr.train import check_world
+    from probclr.train.pretrain import check_world
 
     if nproc < 1:
         fail(f"--nproc must be >= 1, got {nproc}")
@@ -126,8 +126,8 @@ def evaluate(
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
     from analysis.tables import format_table
     from probclr.config import merge
-    from probclr.evaluation import evaluate_run
-    from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+    from probclr.eval.evaluate import evaluate_run
+    from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
     ckpt = checkpoint or RunDir(run).require_checkpoint()
     base = config_from_checkpoint(load_run_checkpoint(RunDir(run), ckpt))
@@ -167,7 +167,7 @@ def supervised(
 ) -> None:
     """Supervised baseline: the same encoder trained from scratch on each label fraction."""
     from analysis.tables import format_table
-    from probclr.supervised import run_supervised
+    from probclr.eval.supervised import run_supervised
 
     cfg = assemble_config(
         config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
@@ -188,7 +188,7 @@ def embed(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Export h, mu (and kappa for --new-loss runs) and labels of clean train and test images."""
-    from probclr.embeddings import export_embeddings
+    from probclr.eval.embeddings import export_embeddings
 
     path = export_embeddings(run, checkpoint, str(data_dir) if data_dir else None)
     typer.echo(f"embeddings: {path}")
@@ -203,7 +203,7 @@ def export(
     checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint other than the run's last")] = None,
 ) -> None:
     """Export the encoder for use without probclr (README: "Use the encoder in your own code")."""
-    from probclr.export import export_encoder
+    from probclr.eval.export import export_encoder
 
     path = export_encoder(run, format_, out, checkpoint)
     typer.echo(f"exported {format_}: {path}")
@@ -263,8 +263,8 @@ def bench(
     out: Annotated[Path, typer.Option(help="JSON result file")] = Path("bench/bench.json"),
 ) -> None:
     """Images/s of augmentation, the model step (ceiling), the full step, and a per-image DataLoader pipeline."""
-    from probclr.bench import run_bench
     from probclr.io import atomic_write_json
+    from studies.bench import run_bench
 
     cfg = assemble_config(config, set_)
     res = run_bench(cfg, steps, warmup, workers)
@@ -296,7 +296,7 @@ def sweep(
         return
     if config is None:
         fail("sweep needs --config SWEEP.yaml (see configs/sweeps/), or the subcommand `report SWEEP_DIR`")
-    from probclr.sweep import load_spec, run_sweep
+    from studies.sweep import load_spec, run_sweep
 
     assert config is not None
     target = out or Path("runs") / "sweeps" / load_spec(config).name
@@ -328,8 +328,8 @@ def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
 ) -> None:
     """The main job on the embedded digits (no download): pretrain, probe, baselines, table and plot."""
-    from analysis.demo import run_demo
     from analysis.tables import comparison_table, format_table
+    from studies.demo import run_demo
 
     path: Path | None = config or _repo_config("digits_demo.yaml")
     if config is None and path is not None and not path.exists():

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from probclr.train import Progress
+from probclr.train.pretrain import Progress
 
 
 class ProgressBar:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import probclr
 from probclr.config import DataConfig
-from probclr.datasets import load_splits
+from probclr.data.sources import load_splits
 
 
 def main() -> None:

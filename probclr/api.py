@@ -21,12 +21,12 @@ from torch import Tensor, nn
 
 from probclr.config import Config, from_dict, load_config, merge, parse_override
 from probclr.errors import ProbclrError
-from probclr.evaluation import evaluate_run
-from probclr.features import as_float_rgb
-from probclr.features import load_encoder as _checkpoint_encoder
-from probclr.results import rows_frame
-from probclr.rundir import RunDir
-from probclr.train import pretrain as _pretrain
+from probclr.eval.evaluate import evaluate_run
+from probclr.eval.features import load_encoder as _checkpoint_encoder
+from probclr.eval.results import rows_frame
+from probclr.model.forward import as_float_rgb
+from probclr.run.rundir import RunDir
+from probclr.train.pretrain import pretrain as _pretrain
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ class ModelConfig:
     convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage of the small ConvNet
     proj_hidden: int | None = None  # hidden width of the projection MLP; None = feature dimension
     proj_dim: int = 128  # SimCLR: 128-d projection output
-    # ResNet stem (probclr.backbones.resnet): auto = by image size when pretraining starts (<= 48 px cifar,
+    # ResNet stem (probclr.model.backbones.resnet): auto = by image size when pretraining starts (<= 48 px cifar,
     # <= 128 px small, else imagenet), recorded resolved in the run's config
     stem: Literal["auto", "cifar", "small", "imagenet"] = "auto"
 

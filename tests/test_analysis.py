@@ -128,8 +128,8 @@ def _three_class_data(n, gen):
 
 def test_bayesian_probe_is_centred_on_the_map_and_predicts_probabilities():
     from analysis.bayes_probe import BayesianProbe
-    from probclr.metrics import score
-    from probclr.probes import train_linear_probe
+    from probclr.probes.linear import train_linear_probe
+    from probclr.probes.metrics import score
 
     gen = torch.Generator().manual_seed(0)
     x, y = _three_class_data(300, gen)
@@ -169,7 +169,7 @@ def test_laplace_precision_equals_autograd_hessian():
 
 def test_temperature_recovers_a_known_temperature():
     from analysis.calibration import fit_temperature, reliability
-    from probclr.metrics import ece
+    from probclr.probes.metrics import ece
 
     gen = torch.Generator().manual_seed(0)
     true_logits = 2 * torch.randn(20000, 4, generator=gen)
@@ -185,7 +185,7 @@ def test_temperature_recovers_a_known_temperature():
 
 def test_ece_matches_torchmetrics_if_installed():
     tm = pytest.importorskip("torchmetrics")
-    from probclr.metrics import ece
+    from probclr.probes.metrics import ece
 
     gen = torch.Generator().manual_seed(1)
     probs = torch.softmax(3 * torch.randn(500, 10, generator=gen), 1)

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from probclr.augment import (
+from probclr.config import AugmentConfig
+from probclr.data.augment import (
     CropParams,
     SimCLRAugment,
     adjust_brightness,
@@ -18,7 +19,6 @@ from probclr.augment import (
     sample_jitter,
     translate_flip,
 )
-from probclr.config import AugmentConfig
 
 
 def gen(seed=0):
@@ -191,7 +191,7 @@ def test_translate_flip_is_an_exact_shift():
 
 
 def test_affine_colour_equals_exact_ops_without_hue_and_clamping():
-    from probclr.augment import affine_color
+    from probclr.data.augment import affine_color
 
     g = gen(11)
     x = torch.rand(64, 3, 8, 8, generator=g) * 0.4 + 0.3  # mid-range: no op clamps
@@ -204,14 +204,14 @@ def test_affine_colour_equals_exact_ops_without_hue_and_clamping():
     out = affine_color(x, p, mask, off)
     torch.testing.assert_close(out[~mask], x[~mask], atol=1e-6, rtol=0)
     # greyscale folded into the same map equals greyscale applied after the jitter
-    from probclr.augment import grayscale
+    from probclr.data.augment import grayscale
 
     both = affine_color(x, p, on, on)
     torch.testing.assert_close(both, grayscale(color_jitter(x, p)).expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
 
 
 def test_affine_hue_rotation_keeps_luma_and_is_periodic():
-    from probclr.augment import GRAY_WEIGHTS, affine_color
+    from probclr.data.augment import GRAY_WEIGHTS, affine_color
 
     x = torch.rand(16, 3, 8, 8, generator=gen(12)) * 0.2 + 0.4
     ident = torch.ones(16)

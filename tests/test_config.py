@@ -24,7 +24,7 @@ def test_every_shipped_config_loads(path):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[str(p.relative_to(p.parents[1])) for p in SWEEPS])
 def test_every_shipped_sweep_expands(path):
-    from probclr.sweep import expand, load_spec
+    from studies.sweep import expand, load_spec
 
     assert len(expand(load_spec(path))) >= 1
 

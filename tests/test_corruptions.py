@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from probclr.corruptions import CORRUPTIONS, SEVERITIES, corrupt, crop_area
+from probclr.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, crop_area
 
 
 @pytest.fixture(scope="module")
 def real_images(cifar_slice):
     from probclr.config import DataConfig
-    from probclr.datasets import load_splits
+    from probclr.data.sources import load_splits
 
     splits = load_splits(DataConfig(dataset="imagefolder", data_dir=str(cifar_slice), image_size=32))
     return splits.test.images[:64].float().div(255)  # (64, 3, 32, 32) real CIFAR-10 test images
@@ -56,7 +56,7 @@ def test_crop_area_full_is_identity_and_small_crop_zooms():
 
 
 def test_centre_crop_full_is_identity_and_keeps_only_the_centre():
-    from probclr.corruptions import centre_crop
+    from probclr.data.corruptions import centre_crop
 
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(centre_crop(x, torch.ones(2)), x)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probclr.augment import affine_color, crop_resize_flip, gaussian_blur, sample_crops, sample_jitter
-from probclr.losses import mc_infonce_from_samples, nt_xent
+from probclr.data.augment import affine_color, crop_resize_flip, gaussian_blur, sample_crops, sample_jitter
+from probclr.model.losses import mc_infonce_from_samples, nt_xent
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -67,7 +67,7 @@ def test_syncbatchnorm_and_single_process_nccl_group():
 
 def test_compiled_step_equals_eager():
     from probclr.config import load_config
-    from probclr.train import build_model
+    from probclr.model.build import build_model
 
     cfg = load_config(None, ["model.backbone=resnet18", "model.stem=cifar"])
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from probclr.config import DataConfig
-from probclr.datasets import load_splits
+from probclr.data.sources import load_splits
 from probclr.errors import DataError
 
 

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from cli.launch import free_port
-from probclr.losses import nt_xent, nt_xent_global
+from probclr.model.losses import nt_xent, nt_xent_global
 
 
 def _model():
@@ -88,7 +88,7 @@ M, KL = 4, 0.01
 
 
 def _mc_worker(rank, world, port, out_dir):
-    from probclr.losses import mc_infonce_global
+    from probclr.model.losses import mc_infonce_global
 
     model, xa, xb = _join(rank, world, port, _ProbHead())
     (mu_a, k_a), (mu_b, k_b) = model(xa), model(xb)
@@ -102,8 +102,8 @@ def test_new_loss_on_two_gloo_ranks_equals_one_process_with_the_same_draws(tmp_p
     Monte-Carlo draws (each rank's drawn from its own seed, replayed here in rank order)."""
     import torch.nn.functional as F
 
-    from probclr.distributions import PowerSpherical
-    from probclr.losses import mc_infonce_from_samples
+    from probclr.model.distributions import PowerSpherical
+    from probclr.model.losses import mc_infonce_from_samples
 
     world = 2
     mp.spawn(_mc_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
@@ -135,7 +135,7 @@ def _bn_model():
 
 
 def _syncbn_worker(rank, world, port, out_dir):
-    from probclr.syncbn import convert_to_global_bn
+    from probclr.train.syncbn import convert_to_global_bn
 
     model, xa, xb = _join(rank, world, port, convert_to_global_bn(_bn_model()))
     za, zb = model(torch.cat([xa, xb])).chunk(2)  # one forward of both views, as training does
@@ -227,7 +227,7 @@ def test_pretrain_nproc_launches_ranks_and_checks_the_world_first(tmp_path):
 
 
 def test_global_bn_in_one_process_is_batchnorm_and_keeps_state_dict_keys():
-    from probclr.syncbn import GlobalBatchNorm, convert_to_global_bn
+    from probclr.train.syncbn import GlobalBatchNorm, convert_to_global_bn
 
     ref = _bn_model()
     ref[2].running_mean.fill_(0.5)
@@ -243,7 +243,7 @@ def test_global_bn_in_one_process_is_batchnorm_and_keeps_state_dict_keys():
 
 
 def test_single_process_global_new_loss_is_mc_infonce():
-    from probclr.losses import mc_infonce, mc_infonce_global
+    from probclr.model.losses import mc_infonce, mc_infonce_global
 
     mu_a, mu_b = torch.randn(6, 4), torch.randn(6, 4)
     k_a, k_b = torch.rand(6) * 50 + 1, torch.rand(6) * 50 + 1
@@ -256,8 +256,8 @@ def test_single_process_global_new_loss_is_mc_infonce():
 def test_mc_infonce_from_samples_matches_mc_infonce_draws():
     import torch.nn.functional as F
 
-    from probclr.distributions import PowerSpherical
-    from probclr.losses import mc_infonce, mc_infonce_from_samples
+    from probclr.model.distributions import PowerSpherical
+    from probclr.model.losses import mc_infonce, mc_infonce_from_samples
 
     mu_a, mu_b = torch.randn(5, 3), torch.randn(5, 3)
     k_a, k_b = torch.rand(5) * 20 + 1, torch.rand(5) * 20 + 1
@@ -285,7 +285,7 @@ def _torchrun(tmp_path, *args):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_pretrain_and_checkpoint_loads_in_one(tmp_path):
-    from probclr.features import load_model
+    from probclr.eval.features import load_model
 
     out = tmp_path / "ddp"
     res = _torchrun(tmp_path, "--epochs", "2", "--batch-size", "64", "--out", str(out))

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import integrate
 
-from probclr.bessel import log_bessel_iv
-from probclr.distributions import PowerSpherical, VonMisesFisher
+from probclr.model.bessel import log_bessel_iv
+from probclr.model.distributions import PowerSpherical, VonMisesFisher
 
 mpmath.mp.dps = 40
 DIMS = [2, 3, 4, 5, 10, 21, 22, 32, 128, 256, 512]
@@ -137,7 +137,7 @@ def test_validation_uses_the_sphere_constraint():
 def test_kl_to_uniform_matches_monte_carlo(family):
     import math
 
-    from probclr.distributions import PowerSpherical, VonMisesFisher
+    from probclr.model.distributions import PowerSpherical, VonMisesFisher
 
     d = 5
     loc = torch.nn.functional.normalize(torch.randn(3, d, dtype=torch.float64), dim=1)

@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from probclr.checkpoint import file_digest
 from probclr.config import load_config
 from probclr.errors import ProbclrError
-from probclr.evaluation import evaluate_run
-from probclr.features import embed, load_encoder
-from probclr.train import pretrain
+from probclr.eval.evaluate import evaluate_run
+from probclr.eval.features import load_encoder
+from probclr.model.forward import embed
+from probclr.run.checkpoint import file_digest
+from probclr.train.pretrain import pretrain
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16", "optim.epochs=1", "supervised.steps=4"]
@@ -48,14 +49,14 @@ def test_feature_cache_from_another_checkpoint_is_refused(run, tmp_path):
 
 
 def test_fraction_leaving_a_class_empty(run, tmp_path, monkeypatch):
-    from probclr import evaluation as ev
+    import probclr.eval.evaluate as ev
 
     real = ev.load_splits
 
     def drop_class_three(cfg):
         s = real(cfg)
         keep = s.train.labels != 3
-        from probclr.data import ImageSet, Splits
+        from probclr.data.splits import ImageSet, Splits
 
         tr = ImageSet(s.train.images[keep], s.train.labels[keep], s.train.classes)
         return Splits(tr, tr, s.test)

@@ -6,9 +6,10 @@ from clihelp import bad, ok
 from torch import nn
 
 from probclr.config import DataConfig, load_config
-from probclr.datasets import load_splits
-from probclr.features import as_float_rgb, load_encoder
-from probclr.train import pretrain
+from probclr.data.sources import load_splits
+from probclr.eval.features import load_encoder
+from probclr.model.forward import as_float_rgb
+from probclr.train.pretrain import pretrain
 
 
 def _run(tmp_path, backbone, cifar_slice):

@@ -3,8 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from probclr.data.fractions import holdout_split, label_subset
 from probclr.errors import ProbclrError
-from probclr.fractions import holdout_split, label_subset
 
 LABELS = torch.arange(10).repeat_interleave(torch.tensor([500, 400, 300, 200, 100, 50, 20, 10, 5, 1]))
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from probclr.gradcache import grad_cached_backward
-from probclr.heads import Embedding
-from probclr.losses import mc_infonce, nt_xent
+from probclr.model.heads import Embedding
+from probclr.model.losses import mc_infonce, nt_xent
+from probclr.train.gradcache import grad_cached_backward
 
 
 def _net(seed=0):
@@ -94,7 +94,7 @@ def test_bn_running_stats_move_once_per_chunk():
 
 def test_pretrain_with_grad_cache_runs(tmp_path):
     from probclr.config import load_config
-    from probclr.train import pretrain
+    from probclr.train.pretrain import pretrain
 
     cfg = load_config(None, ["model.convnet_widths=[8, 16]", "optim.warmup_epochs=0", "model.proj_dim=16",
                              "optim.epochs=1", "optim.batch_size=64", "optim.grad_cache_chunk=32"])

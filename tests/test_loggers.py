@@ -4,7 +4,7 @@ import pytest
 from clihelp import bad
 
 from probclr.config import load_config
-from probclr.train import pretrain
+from probclr.train.pretrain import pretrain
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16", "optim.epochs=2", "run.log_every=5", "run.monitor_every=1", "run.monitor_bank=200",

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probclr.losses import nt_xent
+from probclr.model.losses import nt_xent
 
 
 def slow_nt_xent(z_a, z_b, t):
@@ -82,7 +82,7 @@ def _unit(n, d, seed):
 
 
 def test_mc_infonce_reduces_to_nt_xent_as_kappa_grows():
-    from probclr.losses import mc_infonce
+    from probclr.model.losses import mc_infonce
 
     torch.manual_seed(0)
     mu_a, mu_b = _unit(6, 16, 1), _unit(6, 16, 2)
@@ -97,7 +97,7 @@ def test_mc_infonce_reduces_to_nt_xent_as_kappa_grows():
 def test_mc_infonce_uncertainty_costs_likelihood_on_good_pairs_and_helps_on_wrong_ones():
     """A sharp embedding of a well-matched pair is best kept sharp; on a pair the means get wrong,
     a lower concentration yields a higher likelihood (the loss rewards honest uncertainty)."""
-    from probclr.losses import mc_infonce
+    from probclr.model.losses import mc_infonce
 
     torch.manual_seed(0)
     mu = _unit(8, 8, 3)
@@ -109,7 +109,7 @@ def test_mc_infonce_uncertainty_costs_likelihood_on_good_pairs_and_helps_on_wron
 
 
 def test_mc_infonce_gradients_and_bad_input():
-    from probclr.losses import mc_infonce
+    from probclr.model.losses import mc_infonce
 
     mu_a = _unit(4, 5, 4).requires_grad_()
     k = torch.full((4,), 5.0, requires_grad=True)
@@ -125,7 +125,7 @@ def test_mc_infonce_gradients_and_bad_input():
 
 
 def test_probabilistic_head_bounds_kappa():
-    from probclr.heads import ProbabilisticHead
+    from probclr.model.heads import ProbabilisticHead
 
     head = ProbabilisticHead(16, 32, 8, kappa_min=2.0, kappa_max=50.0)
     e = head(torch.randn(10, 16) * 100)
@@ -137,7 +137,7 @@ def test_probabilistic_head_bounds_kappa():
 
 
 def test_mc_infonce_kl_weight_penalises_concentration():
-    from probclr.losses import mc_infonce
+    from probclr.model.losses import mc_infonce
 
     torch.manual_seed(0)
     mu_a, mu_b = _unit(8, 16, 0), _unit(8, 16, 0)  # perfect pairs: without the prior, kappa only gains

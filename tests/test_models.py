@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from probclr.backbones import ConvNet, build_encoder, channel_stats, cifar_resnet
 from probclr.config import ModelConfig, OptimConfig
-from probclr.heads import ProjectionHead
-from probclr.optim import LARS, build_optimizer, lr_at, param_groups, scaled_lr
+from probclr.model.backbones import ConvNet, build_encoder, channel_stats, cifar_resnet
+from probclr.model.heads import ProjectionHead
+from probclr.train.optim import LARS, build_optimizer, lr_at, param_groups, scaled_lr
 
 
 @pytest.mark.parametrize("name,dim", [("resnet18", 512), ("resnet50", 2048)])

@@ -5,7 +5,7 @@ import json
 import torch
 
 from probclr.config import load_config
-from probclr.train import pretrain
+from probclr.train.pretrain import pretrain
 
 
 def _sets(cifar_slice, every):
@@ -29,8 +29,8 @@ def test_monitor_logs_val_accuracy_and_leaves_training_unchanged(tmp_path, cifar
 
 
 def test_monitor_default_is_off_for_digits_and_on_for_real_data(cifar_slice):
-    from probclr.datasets import load_splits
-    from probclr.monitor import monitor_interval
+    from probclr.data.sources import load_splits
+    from probclr.train.monitor import monitor_interval
 
     digits = load_config(None, [])
     assert monitor_interval(digits, load_splits(digits.data)) == 0
@@ -42,8 +42,8 @@ def test_monitor_default_is_off_for_digits_and_on_for_real_data(cifar_slice):
 
 def test_monitor_scores_a_perfect_encoder_perfectly():
     """An 'encoder' that writes the label into the image gives 100 % kNN accuracy; a constant one chance."""
-    from probclr.data import ImageSet, Splits
-    from probclr.monitor import KNNMonitor
+    from probclr.data.splits import ImageSet, Splits
+    from probclr.train.monitor import KNNMonitor
 
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (400,), generator=g)
@@ -68,7 +68,7 @@ def test_progress_is_one_line_per_epoch_when_not_a_terminal_and_the_bar_closes()
     import io
 
     from cli.progress import ProgressBar
-    from probclr.train import Progress
+    from probclr.train.pretrain import Progress
 
     log = io.StringIO()  # not a tty
     with ProgressBar("pretrain", stream=log) as bar:

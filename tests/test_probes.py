@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from probclr.knn import KNNProbe, capped_k, train_knn_probe
-from probclr.metrics import ece, score
-from probclr.probes import fit_logistic, train_linear_probe, train_mlp_probe
+from probclr.probes.knn import KNNProbe, capped_k, train_knn_probe
+from probclr.probes.linear import fit_logistic, train_linear_probe, train_mlp_probe
+from probclr.probes.metrics import ece, score
 
 
 def blobs(n_per=40, d=16, k=4, sep=6.0, seed=0):
@@ -39,7 +39,7 @@ def test_same_optimum_as_sklearn_on_real_pixels(cifar_slice):
     from sklearn.linear_model import LogisticRegression
 
     from probclr.config import DataConfig
-    from probclr.datasets import load_splits
+    from probclr.data.sources import load_splits
 
     s = load_splits(DataConfig(dataset="cifar10", data_dir=str(cifar_slice)))
     pool = torch.nn.functional.avg_pool2d
@@ -105,7 +105,7 @@ def test_mlp_probe_learns():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_manual_gradient_equals_autograd(dtype):
-    from probclr.probes import logistic_loss_and_grad
+    from probclr.probes.linear import logistic_loss_and_grad
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 7, generator=g, dtype=dtype)

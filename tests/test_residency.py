@@ -3,8 +3,8 @@
 import torch
 
 from probclr.config import load_config
-from probclr.residency import DeviceSource, HostSource, StreamSource, choose, memmap_file
-from probclr.train import pretrain
+from probclr.data.residency import DeviceSource, HostSource, StreamSource, choose, memmap_file
+from probclr.train.pretrain import pretrain
 
 
 def test_sources_give_identical_batches(tmp_path):

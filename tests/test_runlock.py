@@ -7,7 +7,7 @@ import time
 
 from clihelp import bad
 
-from probclr.runlock import RunLock, stable_checkpoint
+from probclr.run.runlock import RunLock, stable_checkpoint
 
 
 def test_second_writer_is_refused_naming_the_holder(tmp_path):

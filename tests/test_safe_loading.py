@@ -41,7 +41,7 @@ def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path, command):
 
 def test_crafted_embeddings_file_is_refused(tmp_path):
     from analysis.analyze import load_embeddings
-    from probclr.rundir import RunDir
+    from probclr.run.rundir import RunDir
 
     marker = tmp_path / "pwned"
     run = RunDir(tmp_path / "run")
@@ -97,8 +97,8 @@ def test_checkpoint_whose_weights_do_not_match_its_config_is_refused(tmp_path, t
     state["model"]["extra.weight"] = torch.zeros(1)
     path = tmp_path / "mixed.pt"
     torch.save(state, path)
-    from probclr.checkpoint import CheckpointError
-    from probclr.features import load_model
+    from probclr.eval.features import load_model
+    from probclr.run.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError) as err:
         load_model(path)

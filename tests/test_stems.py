@@ -7,9 +7,9 @@ from conftest import REPO
 from PIL import Image
 from torch import nn
 
-from probclr.backbones import resnet, stem_for
 from probclr.config import load_config
-from probclr.train import pretrain
+from probclr.model.backbones import resnet, stem_for
+from probclr.train.pretrain import pretrain
 
 
 def test_stem_by_size_and_shapes():

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from probclr.errors import ConfigError, ProbclrError
-from probclr.sweep import expand, load_spec, run_sweep
+from studies.sweep import expand, load_spec, run_sweep
 
 runner = CliRunner()
 TINY = {"model.convnet_widths": [8, 16], "optim.warmup_epochs": 0, "model.proj_dim": 16, "optim.epochs": 1,

@@ -4,11 +4,11 @@ import pickle
 import pytest
 import torch
 
-from probclr.checkpoint import CheckpointError, load_checkpoint
 from probclr.config import load_config
 from probclr.errors import ProbclrError
 from probclr.io import read_jsonl
-from probclr.train import TrainingError, pretrain
+from probclr.run.checkpoint import CheckpointError, load_checkpoint
+from probclr.train.pretrain import TrainingError, pretrain
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16"]
@@ -33,7 +33,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     pretrain(cfg, tmp_path / "full")
     short = load_config(None, [*TINY, "optim.epochs=3"])
     # interrupt after epoch 1 by training 1 epoch of the 3-epoch schedule, then resume
-    from probclr import train as train_mod
+    import probclr.train.pretrain as train_mod
 
     calls = {"n": 0}
 
@@ -91,7 +91,7 @@ def test_nan_loss_stops_with_the_step_named(tmp_path, monkeypatch):
 
 def _nan_every(monkeypatch, calls):
     """Make the loss NaN at the given (0-based) training steps, as a numerical fault would."""
-    import probclr.train as train
+    import probclr.train.pretrain as train
 
     real, count = train.contrastive_loss, {"n": 0}
 

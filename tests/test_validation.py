@@ -8,12 +8,12 @@ import torch
 from clihelp import bad, ok
 
 from probclr.config import DataConfig, load_config
-from probclr.datasets import load_splits
+from probclr.data.fractions import label_subset
+from probclr.data.sources import load_splits
+from probclr.data.validation import resolve_val_size, validation_indices
 from probclr.errors import ProbclrError
-from probclr.evaluation import evaluate_run
-from probclr.fractions import label_subset
-from probclr.train import pretrain
-from probclr.validation import resolve_val_size, validation_indices
+from probclr.eval.evaluate import evaluate_run
+from probclr.train.pretrain import pretrain
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16", "optim.epochs=1", "supervised.steps=4", "eval.fractions=[0.1]", "eval.seeds=1"]
@@ -61,7 +61,7 @@ def run(tmp_path_factory):
 
 def test_split_val_never_reads_test_labels(run, monkeypatch):
     """With --split val the test labels are garbage and the test images noise: the results do not change."""
-    from probclr import evaluation as ev
+    import probclr.eval.evaluate as ev
 
     cfg = load_config(None, TINY).eval
     clean, path = evaluate_run(run, cfg, split="val")
@@ -125,8 +125,8 @@ def test_supervised_tune_chooses_on_val(tmp_path):
 def test_knn_fitted_temperature_improves_holdout_nll():
     """Synthetic clusters: the fitted (T, eps) gives a lower NLL on fresh (held-out) queries than T = 0.07
     unsmoothed and than very flat weights, and the chosen k never exceeds 10 % of the bank."""
-    from probclr.knn import KNNProbe, train_knn_probe
-    from probclr.metrics import score
+    from probclr.probes.knn import KNNProbe, train_knn_probe
+    from probclr.probes.metrics import score
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(5, 8, generator=g) * 1.2
@@ -151,7 +151,7 @@ def test_probe_objective_matches_sklearn_at_small_weight_decay(cifar_slice):
     (relative) of scikit-learn's optimum, and the fit records its iterations and gradient norm."""
     from sklearn.linear_model import LogisticRegression
 
-    from probclr.probes import fit_logistic, logistic_loss_and_grad
+    from probclr.probes.linear import fit_logistic, logistic_loss_and_grad
 
     s = load_splits(DataConfig(dataset="cifar10", data_dir=str(cifar_slice), val_size=0))
     keep = torch.cat([torch.nonzero(s.train.labels == c).squeeze(1)[:30] for c in range(10)])  # 30 per class
@@ -172,7 +172,7 @@ def test_probe_objective_matches_sklearn_at_small_weight_decay(cifar_slice):
 
 
 def test_unconverged_probe_says_so():
-    from probclr.probes import train_linear_probe
+    from probclr.probes.linear import train_linear_probe
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(200, 20, generator=g), torch.randint(0, 3, (200,), generator=g)
@@ -183,7 +183,7 @@ def test_unconverged_probe_says_so():
 
 
 def test_leave_one_out_neighbours_exclude_self_against_a_slow_loop():
-    from probclr.knn import loo_neighbours
+    from probclr.probes.knn import loo_neighbours
 
     g = torch.Generator().manual_seed(3)
     bank = torch.nn.functional.normalize(torch.randn(25, 4, generator=g), dim=1)

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from probclr.backbones import Encoder
-from probclr.checkpoint import CheckpointError, file_digest, load_checkpoint, load_failure_reason
-from probclr.data import ImageSet
-from probclr.heads import SimCLRModel
+from probclr.data.splits import ImageSet
 from probclr.io import atomic_torch_save
-from probclr.rundir import config_from_checkpoint
+from probclr.model.backbones import Encoder
+from probclr.model.build import build_model
+from probclr.model.forward import embed
+from probclr.model.heads import SimCLRModel
+from probclr.run.checkpoint import CheckpointError, file_digest, load_checkpoint, load_failure_reason
+from probclr.run.rundir import config_from_checkpoint
 
 _FEATURES_VERSION = "2"
 
@@ -45,7 +47,6 @@ def state_mismatch(expected: dict[str, Tensor], found: dict[str, object]) -> str
 
 def load_model(checkpoint: Path) -> SimCLRModel:
     """The full pretrained model (encoder and head) of a checkpoint, in eval mode, gradients off."""
-    from probclr.train import build_model
 
     state = load_checkpoint(checkpoint)
     cfg = config_from_checkpoint(state)
@@ -66,21 +67,8 @@ def load_encoder(checkpoint: Path) -> Encoder:
     return load_model(checkpoint).encoder  # type: ignore[return-value]
 
 
-def as_float_rgb(chunk: Tensor) -> Tensor:
-    """A batch of images, uint8 in [0, 255] or float in [0, 1], (B, 1 or 3, H, W) -> float (B, 3, H, W) in [0, 1]."""
-    x = chunk.float().div(255) if chunk.dtype == torch.uint8 else chunk.float()
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-@torch.no_grad()
-def embed(encoder: nn.Module, images: Tensor, batch_size: int = 512) -> Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, D), no augmentation, eval mode."""
-    device = next(encoder.parameters()).device
-    out = []
-    for chunk in images.split(batch_size):
-        x = as_float_rgb(chunk.to(device))
-        out.append(encoder(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 def content_digest(*parts: ImageSet) -> str:

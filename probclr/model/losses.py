@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from probclr.distributions import PowerSpherical
+from probclr.distributed import dist_info, gather_with_grad, local_rows
+from probclr.model.distributions import PowerSpherical
 
 
 def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
@@ -42,7 +41,6 @@ def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor
     DDP's gradient average is exactly the gradient of ``nt_xent`` on the concatenated batch (tested with
     gloo). With one process it is ``nt_xent``.
     """
-    from probclr.distributed import dist_info, gather_with_grad, local_rows
 
     info = dist_info()
     if info.world == 1:
@@ -79,7 +77,6 @@ def _check_mc_args(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor,
 
 def _posterior(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor) -> PowerSpherical:
     """The embedding posteriors of the 2N views, views a then views b, in float32."""
-    from probclr.distributions import PowerSpherical
 
     return PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
 
@@ -146,7 +143,6 @@ def mc_infonce_global(
     W times the global loss, so DDP's gradient average is the gradient of one process on the concatenated
     batch with the same draws (tested with gloo). With one process it is ``mc_infonce``.
     """
-    from probclr.distributed import dist_info, gather_with_grad, local_rows
 
     info = dist_info()
     if info.world == 1:

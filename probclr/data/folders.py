@@ -1,50 +1,20 @@
-"""Datasets decoded once into uint8 tensors, cached on disk, so later runs start in about a second.
-
-Sources: ``digits`` (scikit-learn's 8x8 digits, shipped inside its wheel: the no-download default),
-``cifar10`` (torchvision's ``cifar-10-batches-py`` or an ImageFolder ``train/<class>``, ``test/<class>``),
-``stl10`` (torchvision) and ``imagefolder`` (class subfolders, or one flat folder of unlabeled images).
-"""
+"""Decoding image files into uint8 tensors: size limits, parallel decoding, class folders."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from probclr.config import DataConfig
+from probclr.data.splits import ImageSet
 from probclr.errors import DataError
-from probclr.io import OutputError, atomic_torch_save
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-_CACHE_VERSION = "2"
-
-
-class ImageSet(NamedTuple):
-    images: Tensor  # (N, C, H, W) uint8
-    labels: Tensor  # (N,) int64; -1 where unlabeled
-    classes: tuple[str, ...]
-
-
-class Splits(NamedTuple):
-    pretrain: ImageSet  # what self-supervised pretraining sees (labels unused)
-    train: ImageSet  # the labeled training set that label fractions are drawn from
-    test: ImageSet  # held-out evaluation set, never used for fitting or model selection
-    # labeled images held out of the label pool for every choice (probclr.validation); None before carving
-    val: ImageSet | None = None
-
-
-# --------------------------------------------------------------------------------------------------
-# decoding
-
-
 MAX_PIXELS = 40_000_000  # larger images (a decompression bomb, a mistake) are refused before decoding
 MAX_ASPECT = 20  # a 1 x 1,000,000 strip would become an enormous image when its short side is resized
 
@@ -140,62 +110,3 @@ def read_image_folder(root: Path, size: int | None) -> ImageSet:
             raise DataError(f"image folder {str(root)!r} holds no images")
         labels, classes = [-1] * len(paths), ()
     return ImageSet(decode_files(paths, size), torch.tensor(labels, dtype=torch.int64), classes)
-
-
-# --------------------------------------------------------------------------------------------------
-# cache
-
-
-def cache_dir(cfg: DataConfig) -> Path:
-    root = cfg.cache_dir or os.environ.get("PROBCLR_CACHE_DIR") or Path.home() / ".cache" / "probclr"
-    return Path(root)
-
-
-def _fingerprint(parts: list[str], root: Path) -> str:
-    h = hashlib.sha1()
-    for part in [_CACHE_VERSION, *parts]:
-        h.update(part.encode("utf-8", "surrogateescape"))
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, name))
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:16]
-
-
-def _pack(s: Splits) -> dict[str, object]:
-    out: dict[str, object] = {"pretrain_is_train": s.pretrain is s.train}  # stored once, not twice
-    for name, part in s._asdict().items():
-        if part is None or (name == "pretrain" and s.pretrain is s.train):
-            continue
-        out[f"{name}.images"], out[f"{name}.labels"] = part.images, part.labels
-        out[f"{name}.classes"] = list(part.classes)
-    return out
-
-
-def _unpack(d: dict[str, object]) -> Splits:
-    parts = {}
-    for name in ("train", "test", "pretrain"):
-        if name == "pretrain" and d["pretrain_is_train"]:
-            parts[name] = parts["train"]
-            continue
-        parts[name] = ImageSet(d[f"{name}.images"], d[f"{name}.labels"], tuple(d[f"{name}.classes"]))  # type: ignore[arg-type]
-    return Splits(**parts)
-
-
-def cached(cfg: DataConfig, name: str, root: Path, build: Callable[[], Splits]) -> Splits:
-    """Return the decoded splits of ``root``, from the cache when the source files are unchanged."""
-    key = _fingerprint([name, str(root.resolve()), str(cfg.image_size)], root)
-    path = cache_dir(cfg) / f"{name}-{key}.pt"
-    if path.exists():
-        try:
-            return _unpack(torch.load(path, weights_only=True))
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    splits: Splits = build()
-    try:
-        atomic_torch_save(path, _pack(splits))
-    except OutputError:
-        pass  # an unwritable cache dir only costs the next run a re-decode
-    return splits

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from probclr.checkpoint import CheckpointError, load_checkpoint
 from probclr.config import Config, from_dict, load_config, save_config, to_dict
 from probclr.errors import ProbclrError
 from probclr.io import atomic_write_json, atomic_write_text
+from probclr.run.checkpoint import CheckpointError, load_checkpoint
 
 
 class RunDir:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probclr.fractions import holdout_split
-from probclr.metrics import score
+from probclr.data.fractions import holdout_split
+from probclr.probes.metrics import score
 
 
 class LinearProbe(NamedTuple):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probclr.augment import CropParams, crop_resize_flip, gaussian_blur
+from probclr.data.augment import CropParams, crop_resize_flip, gaussian_blur
 
 # Hendrycks & Dietterich's CIFAR constants, severity 1..5
 NOISE_STD = (0.04, 0.06, 0.08, 0.09, 0.10)  # additive N(0, c^2) on [0, 1] pixels

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from probclr.config import DataConfig
-from probclr.data import ImageSet, Splits, cached, read_image_folder
+from probclr.data.cache import cached
+from probclr.data.folders import read_image_folder
+from probclr.data.splits import ImageSet, Splits
+from probclr.data.validation import hold_out_validation
 from probclr.errors import DataError
-from probclr.validation import hold_out_validation
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

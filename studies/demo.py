@@ -9,10 +9,10 @@ from typing import NamedTuple
 
 from analysis.plots import accuracy_vs_fraction
 from probclr.config import Config, merge
-from probclr.evaluation import evaluate_run
-from probclr.results import ResultRow, save_results
-from probclr.supervised import run_supervised
-from probclr.train import Progress, pretrain
+from probclr.eval.evaluate import evaluate_run
+from probclr.eval.results import ResultRow, save_results
+from probclr.eval.supervised import run_supervised
+from probclr.train.pretrain import Progress, pretrain
 
 
 class DemoResult(NamedTuple):

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probclr.backbones import Encoder
 from probclr.errors import ProbclrError
-from probclr.features import load_encoder
+from probclr.eval.features import load_encoder
 from probclr.io import atomic_write_bytes
-from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+from probclr.model.backbones import Encoder
+from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
 FORMATS = ("torchvision", "torchscript")
 STEM_CHANGES = {  # what to change in torchvision.models.<arch>() before load_state_dict(strict=True)

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probclr.augment import SimCLRAugment
-from probclr.backbones import channel_stats
 from probclr.config import Config
-from probclr.datasets import load_splits
+from probclr.data.augment import SimCLRAugment
+from probclr.data.sources import load_splits
 from probclr.device import autocast, bf16_native, make_generator, resolve_device
-from probclr.optim import build_optimizer
+from probclr.model.backbones import channel_stats
+from probclr.model.build import build_model
+from probclr.train.optim import build_optimizer
+from probclr.train.pretrain import contrastive_loss
 
 
 def peer_transform(size: int, strength: float = 0.5) -> Callable[[Any], Tensor]:
@@ -69,7 +71,6 @@ def _rate(fn: Callable[[int], None], steps: int, warmup: int, batch: int, device
 
 
 def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, workers: int = 2) -> dict[str, Any]:
-    from probclr.train import build_model, contrastive_loss
 
     device = resolve_device(cfg.run)
     b = cfg.optim.batch_size

@@ -22,8 +22,11 @@ from typing import Any
 
 from probclr.config import Config, from_dict, load_config, merge, read_yaml_mapping, shown, to_dict
 from probclr.errors import ConfigError, ProbclrError
+from probclr.eval.evaluate import evaluate_run
+from probclr.eval.supervised import run_supervised
 from probclr.io import DamagedFileError, atomic_write_json, read_json
-from probclr.rundir import RunDir, config_diff
+from probclr.run.rundir import RunDir, config_diff
+from probclr.train.pretrain import pretrain
 
 STUDIES = ("generic", "epochs")
 _SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epochs_to_evaluate", "supervised",
@@ -179,9 +182,6 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
     """Train and evaluate one point (resuming it if interrupted); returns and writes its done record."""
     import torch
 
-    from probclr.evaluation import evaluate_run
-    from probclr.supervised import run_supervised
-    from probclr.train import pretrain
 
     if threads:
         torch.set_num_threads(threads)

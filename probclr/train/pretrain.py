@@ -21,27 +21,29 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from probclr.augment import SimCLRAugment
-from probclr.backbones import build_encoder, channel_stats, resolve_stem
-from probclr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from probclr.config import Config, to_dict
-from probclr.data import Splits, cache_dir
-from probclr.datasets import load_splits
+from probclr.data.augment import SimCLRAugment
+from probclr.data.cache import cache_dir
+from probclr.data.residency import make_source
+from probclr.data.sources import load_splits
+from probclr.data.splits import Splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks, owned_process_group
 from probclr.errors import ConfigError, ProbclrError
-from probclr.features import as_float_rgb, embed
-from probclr.gradcache import grad_cached_backward
-from probclr.heads import Embedding, ProbabilisticHead, ProjectionHead, SimCLRModel
-from probclr.loggers import Loggers, check_loggers
-from probclr.losses import mc_infonce_global, nt_xent_global
-from probclr.monitor import KNNMonitor, monitor_interval
-from probclr.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from probclr.model.backbones import channel_stats, resolve_stem
+from probclr.model.build import build_model
+from probclr.model.forward import as_float_rgb, embed
+from probclr.model.heads import Embedding, SimCLRModel
+from probclr.model.losses import mc_infonce_global, nt_xent_global
 from probclr.provenance import provenance
-from probclr.residency import make_source
-from probclr.rundir import RunDir, config_from_checkpoint, resume_diff
-from probclr.runlock import RunLock
-from probclr.syncbn import convert_to_global_bn
+from probclr.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from probclr.run.rundir import RunDir, config_from_checkpoint, resume_diff
+from probclr.run.runlock import RunLock
+from probclr.train.gradcache import grad_cached_backward
+from probclr.train.loggers import Loggers, check_loggers
+from probclr.train.monitor import KNNMonitor, monitor_interval
+from probclr.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from probclr.train.syncbn import convert_to_global_bn
 
 
 class Stopped(Exception):  # noqa: N818 - a clean stop, not an error
@@ -98,16 +100,6 @@ class PretrainResult:
     wall_s: float
 
 
-def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
-    """Encoder + projection head; with the probabilistic loss the head outputs (mu, kappa)."""
-    encoder = build_encoder(cfg.model, mean, std)
-    hidden = cfg.model.proj_hidden or encoder.out_dim
-    head: nn.Module
-    if cfg.loss.name == "mc_infonce":
-        head = ProbabilisticHead(encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
-    else:
-        head = ProjectionHead(encoder.out_dim, hidden, cfg.model.proj_dim)
-    return SimCLRModel(encoder, head)
 
 
 def check_world(cfg: Config, info: DistInfo) -> None:

@@ -10,20 +10,20 @@ import torch
 from torch import Tensor
 
 from probclr.config import Config, DataConfig, EvalConfig
-from probclr.data import ImageSet, Splits
-from probclr.datasets import load_splits
-from probclr.errors import ProbclrError
-from probclr.features import Features, cached_features
-from probclr.fractions import check_fraction, label_subset
-from probclr.knn import train_knn_probe
-from probclr.metrics import score
-from probclr.probes import train_linear_probe, train_mlp_probe
+from probclr.data.fractions import label_subset
+from probclr.data.sources import load_splits
+from probclr.data.splits import ImageSet, Splits
+from probclr.device import resolve_device
+from probclr.eval.features import Features, cached_features, load_encoder
+from probclr.eval.labels import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
+from probclr.eval.results import ResultRow, save_results
+from probclr.eval.supervised import Classifier, predict, train_classifier
+from probclr.probes.knn import train_knn_probe
+from probclr.probes.linear import train_linear_probe, train_mlp_probe
+from probclr.probes.metrics import score
 from probclr.provenance import provenance
-from probclr.results import ResultRow, save_results
-from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
-from probclr.runlock import stable_checkpoint
-
-SPLITS = ("test", "val")
+from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+from probclr.run.runlock import stable_checkpoint
 
 
 def probe_rows(feats: Features, cfg: EvalConfig, method: str, num_classes: int) -> list[ResultRow]:
@@ -55,31 +55,10 @@ def fit_and_predict(
     return k.probs(query), k.describe()
 
 
-def evaluated_split(splits: Splits, split: str) -> ImageSet:
-    """The images a command scores: the test set, or the validation split (then test is never read)."""
-    if split not in SPLITS:
-        raise ProbclrError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "test":
-        return splits.test
-    if splits.val is None or splits.val.images.shape[0] == 0:
-        raise ProbclrError("there is no validation split (data.val_size is 0 or the training set has no labels);"
-                           " set data.val_size > 0 to evaluate with --split val")
-    return splits.val
 
 
-def num_classes_of(splits: Splits) -> int:
-    """The number of classes of a dataset that has a labeled train split and a test split (else an error)."""
-    if splits.test.images.shape[0] == 0 or splits.train.images.shape[0] == 0 or not splits.train.classes:
-        raise ProbclrError("this dataset has no labeled train/test split to evaluate on (use train/ and test/ folders)")
-    return len(splits.train.classes)
 
 
-def check_fractions_possible(labels: torch.Tensor, fractions: tuple[float, ...]) -> None:
-    for f in fractions:
-        check_fraction(f)
-    counts = torch.bincount(labels[labels >= 0])
-    if (counts == 0).any():
-        raise ProbclrError(f"class {int(torch.nonzero(counts == 0)[0])} has no labeled training images")
 
 
 def finetune_rows(
@@ -87,9 +66,6 @@ def finetune_rows(
 ) -> list[ResultRow]:
     """Semi-supervised fine-tuning: the pretrained encoder plus a linear layer, all trained on the labeled
     subset (encoder lr scaled by ``supervised.finetune_lr_scale``); reported apart from frozen probes."""
-    from probclr.device import resolve_device
-    from probclr.features import load_encoder
-    from probclr.supervised import Classifier, predict, train_classifier
 
     device = resolve_device(run_cfg.run)
     rows = []
@@ -152,8 +128,3 @@ def _evaluate(
     return rows, out
 
 
-def split_sizes(splits: Splits) -> dict[str, int]:
-    """Image counts of every split (recorded beside results: the label pool excludes the validation split)."""
-    val = 0 if splits.val is None else int(splits.val.images.shape[0])
-    return {"pretrain": int(splits.pretrain.images.shape[0]), "label_pool": int(splits.train.images.shape[0]),
-            "val": val, "test": int(splits.test.images.shape[0])}

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from probclr.config import Config
-from probclr.data import Splits
-from probclr.features import embed
-from probclr.fractions import label_subset
-from probclr.knn import KNNProbe
+from probclr.data.fractions import label_subset
+from probclr.data.splits import Splits
+from probclr.model.forward import embed
+from probclr.probes.knn import KNNProbe
 
 MONITOR_K, MONITOR_T = 20, 0.07
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from probclr.heads import Embedding
+from probclr.model.heads import Embedding
 
 Output = Tensor | Embedding
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from probclr.config import DataConfig
-from probclr.data import ImageSet, Splits
+from probclr.data.splits import ImageSet, Splits
 from probclr.errors import ConfigError
 
 CIFAR10_VAL_SIZE = 5000  # as is customary on CIFAR-10 (45,000 / 5,000)

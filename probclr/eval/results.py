@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from probclr.io import DamagedFileError, atomic_write_json, atomic_write_text, read_json
-from probclr.metrics import Scores
+from probclr.probes.metrics import Scores
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pyro.distributions import constraints
 from torch import Tensor
 from torch.distributions import Beta, Distribution
 
-from probclr.bessel import log_bessel_iv
+from probclr.model.bessel import log_bessel_iv
 
 
 def _householder_to(loc: Tensor, y: Tensor) -> Tensor:

@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probclr.checkpoint import file_digest
-from probclr.datasets import load_splits
-from probclr.features import as_float_rgb, load_model
-from probclr.heads import Embedding, SimCLRModel
+from probclr.data.sources import load_splits
+from probclr.eval.features import load_model
 from probclr.io import atomic_torch_save
-from probclr.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
-from probclr.runlock import stable_checkpoint
+from probclr.model.forward import as_float_rgb
+from probclr.model.heads import Embedding, SimCLRModel
+from probclr.run.checkpoint import file_digest
+from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
+from probclr.run.runlock import stable_checkpoint
 
 FORMAT = 2  # 2: adds the projection's norm before normalisation ("<split>.proj_norm")
 

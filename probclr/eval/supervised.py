@@ -22,19 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probclr.augment import translate_flip
-from probclr.backbones import Encoder, build_encoder, channel_stats, resolve_stem
 from probclr.config import Config
-from probclr.data import ImageSet, Splits
-from probclr.datasets import load_splits
+from probclr.data.augment import translate_flip
+from probclr.data.fractions import label_subset
+from probclr.data.sources import load_splits
+from probclr.data.splits import ImageSet, Splits
 from probclr.device import autocast, make_generator, resolve_device
-from probclr.evaluation import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
-from probclr.fractions import label_subset
+from probclr.eval.labels import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
+from probclr.eval.results import ResultRow, save_results
 from probclr.io import DamagedFileError, atomic_torch_save, atomic_write_json, read_json
-from probclr.metrics import score
-from probclr.optim import lr_at, param_groups, set_lr
+from probclr.model.backbones import Encoder, build_encoder, channel_stats, resolve_stem
+from probclr.probes.metrics import score
 from probclr.provenance import provenance
-from probclr.results import ResultRow, save_results
+from probclr.train.optim import lr_at, param_groups, set_lr
 
 
 class Classifier(nn.Module):

@@ -1,0 +1,76 @@
+"""The on-disk cache of decoded splits: keyed by the source files' names, sizes and times and the image
+size, so later runs start in about a second; a damaged cache entry is rebuilt, never trusted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from probclr.config import DataConfig
+from probclr.data.splits import ImageSet, Splits
+from probclr.io import OutputError, atomic_torch_save
+
+_CACHE_VERSION = "2"
+
+
+# --------------------------------------------------------------------------------------------------
+# cache
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    root = cfg.cache_dir or os.environ.get("PROBCLR_CACHE_DIR") or Path.home() / ".cache" / "probclr"
+    return Path(root)
+
+
+def _fingerprint(parts: list[str], root: Path) -> str:
+    h = hashlib.sha1()
+    for part in [_CACHE_VERSION, *parts]:
+        h.update(part.encode("utf-8", "surrogateescape"))
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def _pack(s: Splits) -> dict[str, object]:
+    out: dict[str, object] = {"pretrain_is_train": s.pretrain is s.train}  # stored once, not twice
+    for name, part in s._asdict().items():
+        if part is None or (name == "pretrain" and s.pretrain is s.train):
+            continue
+        out[f"{name}.images"], out[f"{name}.labels"] = part.images, part.labels
+        out[f"{name}.classes"] = list(part.classes)
+    return out
+
+
+def _unpack(d: dict[str, object]) -> Splits:
+    parts = {}
+    for name in ("train", "test", "pretrain"):
+        if name == "pretrain" and d["pretrain_is_train"]:
+            parts[name] = parts["train"]
+            continue
+        parts[name] = ImageSet(d[f"{name}.images"], d[f"{name}.labels"], tuple(d[f"{name}.classes"]))  # type: ignore[arg-type]
+    return Splits(**parts)
+
+
+def cached(cfg: DataConfig, name: str, root: Path, build: Callable[[], Splits]) -> Splits:
+    """Return the decoded splits of ``root``, from the cache when the source files are unchanged."""
+    key = _fingerprint([name, str(root.resolve()), str(cfg.image_size)], root)
+    path = cache_dir(cfg) / f"{name}-{key}.pt"
+    if path.exists():
+        try:
+            return _unpack(torch.load(path, weights_only=True))
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    splits: Splits = build()
+    try:
+        atomic_torch_save(path, _pack(splits))
+    except OutputError:
+        pass  # an unwritable cache dir only costs the next run a re-decode
+    return splits

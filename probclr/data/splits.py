@@ -1,0 +1,21 @@
+"""Images as uint8 tensors with labels, and the splits of a dataset: pretraining, the labeled pool, validation, test."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+
+class ImageSet(NamedTuple):
+    images: Tensor  # (N, C, H, W) uint8
+    labels: Tensor  # (N,) int64; -1 where unlabeled
+    classes: tuple[str, ...]
+
+
+class Splits(NamedTuple):
+    pretrain: ImageSet  # what self-supervised pretraining sees (labels unused)
+    train: ImageSet  # the labeled training set that label fractions are drawn from
+    test: ImageSet  # held-out evaluation set, never used for fitting or model selection
+    # labeled images held out of the label pool for every choice (probclr.validation); None before carving
+    val: ImageSet | None = None

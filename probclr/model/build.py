@@ -1,0 +1,21 @@
+"""The SimCLR model a config describes: encoder + projection head (probabilistic with --new-loss)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from probclr.config import Config
+from probclr.model.backbones import build_encoder
+from probclr.model.heads import ProbabilisticHead, ProjectionHead, SimCLRModel
+
+
+def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
+    """Encoder + projection head; with the probabilistic loss the head outputs (mu, kappa)."""
+    encoder = build_encoder(cfg.model, mean, std)
+    hidden = cfg.model.proj_hidden or encoder.out_dim
+    head: nn.Module
+    if cfg.loss.name == "mc_infonce":
+        head = ProbabilisticHead(encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
+    else:
+        head = ProjectionHead(encoder.out_dim, hidden, cfg.model.proj_dim)
+    return SimCLRModel(encoder, head)
