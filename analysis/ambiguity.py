@@ -32,6 +32,7 @@ def certainties(out: dict[str, Tensor], probe: Callable[[Tensor], Tensor] | None
 
 
 class Ambiguity(NamedTuple):
+    """The ambiguity study's tables: pooled correlations, means per level, per-image statistics."""
     correlations: pd.DataFrame  # score, factor, rho, low, high, n
     by_level: pd.DataFrame  # score, factor, level, mean certainty (for plots)
     per_image: pd.DataFrame  # score, factor, statistic, value, n

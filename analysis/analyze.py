@@ -37,6 +37,7 @@ from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoi
 
 
 def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
+    """The embeddings file of a checkpoint, refused when missing, unsafe, from another checkpoint or outdated."""
     path = run.root / "embeddings" / f"{checkpoint.stem}.pt"
     if not path.is_file():
         raise ProbclrError(

@@ -10,6 +10,7 @@ from torch import Tensor
 
 
 def umap_available() -> bool:
+    """Whether the optional umap-learn package is installed."""
     return importlib.util.find_spec("umap") is not None
 
 

@@ -101,6 +101,7 @@ def map_figure(maps: pd.DataFrame, path: Path) -> Path:
 
 
 def analysis_figures(out: Path) -> list[Path]:
+    """Render every figure of an analysis folder from its tables; returns their paths."""
     sns.set_theme(style="whitegrid", context="paper")
     fig_dir = out / "figures"
     paths = [

@@ -45,6 +45,7 @@ def load_cifar10h(path: str | Path) -> Tensor:
 
 
 def human_entropy(probs: Tensor) -> Tensor:
+    """Entropy (nats) of each image's human soft label: (N, C) probabilities -> (N,)."""
     p = probs.clamp_min(1e-12)
     return -(probs * p.log()).sum(dim=1)
 

@@ -21,6 +21,7 @@ from probclr.probes.linear import LinearProbe, _standardise, fit_logistic
 
 
 class KappaTemperature(NamedTuple):
+    """A per-image temperature t0 * exp(b * (log kappa - center)) fitted on held-out labels."""
     t0: float
     b: float
     center: float  # mean log kappa of the images it was fitted on

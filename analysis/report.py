@@ -96,6 +96,7 @@ def _pm(series: pd.Series, scale: float = 1.0, digits: int = 1) -> str:
 
 
 def accuracy_table(runs: list[RunInfo]) -> pd.DataFrame:
+    """Accuracy per run, method, probe and fraction, mean ± std over label seeds."""
     rows = []
     for r in runs:
         for row in r.rows:
@@ -111,6 +112,7 @@ def accuracy_table(runs: list[RunInfo]) -> pd.DataFrame:
 
 
 def calibration_table(cal: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy, ECE, NLL and Brier per fraction and probe, mean ± std over label seeds."""
     g = cal.groupby(["fraction", "probe"], sort=False)
     out = g.agg(seeds=("seed", "nunique"), labels=("labels", "first")).reset_index()
     for col, scale, digits, label in (("accuracy", 100, 1, "accuracy %"), ("ece", 100, 1, "ECE %"),
@@ -121,6 +123,7 @@ def calibration_table(cal: pd.DataFrame) -> pd.DataFrame:
 
 
 def uncertainty_table(unc: pd.DataFrame) -> pd.DataFrame:
+    """Misclassification AUROC and AURC per fraction and certainty score, mean ± std over label seeds."""
     g = unc.groupby(["fraction", "score"], sort=False)
     out = g.agg(seeds=("seed", "nunique")).reset_index()
     out["AUROC"] = g["auroc"].apply(lambda s: _pm(s, 1, 3)).to_numpy()
@@ -145,6 +148,7 @@ def kappa_verdict(unc: pd.DataFrame) -> str:
 
 
 def ambiguity_table(amb: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlations of certainty with each ambiguity factor, with their 95 % intervals."""
     out = amb.copy()
     out["Spearman ρ [95 % CI]"] = [f"{r:+.3f} [{lo:+.3f}, {hi:+.3f}]" for r, lo, hi in zip(out["rho"], out["low"],
                                                                                               out["high"], strict=True)]

@@ -14,6 +14,7 @@ from analysis.uncertainty import auroc
 
 
 class Retrieval(NamedTuple):
+    """Recall@1 and MAP@R of a set of embeddings, and whether each item's nearest neighbour shares its class."""
     recall_at_1: float
     map_at_r: float
     nn_correct: Tensor  # (N,) bool: the nearest other item has the same label

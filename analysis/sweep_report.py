@@ -67,6 +67,7 @@ def sweep_table(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
 
 
 def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
+    """The sweep's figure: the study's score against each swept parameter."""
     sns.set_theme(style="whitegrid", context="paper")
     study = meta["spec"]["study"]
     params = _params(df, meta)

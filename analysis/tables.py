@@ -26,6 +26,7 @@ def summary_table(rows: list[ResultRow]) -> pd.DataFrame:
 
 
 def format_table(rows: list[ResultRow]) -> str:
+    """The summary table of result rows as plain text."""
     return summary_table(rows).to_string(index=False)
 
 

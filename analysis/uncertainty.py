@@ -30,6 +30,7 @@ def auroc(scores: Tensor | np.ndarray, positive: Tensor | np.ndarray) -> float:
 
 
 class RiskCoverage(NamedTuple):
+    """The risk-coverage curve of a certainty score and its area (AURC)."""
     coverage: np.ndarray  # (N,) fraction of samples kept, most certain first
     risk: np.ndarray  # (N,) error rate among the kept samples
     aurc: float  # mean risk over coverages 1/N..1 (Geifman et al. 2019); lower is better
@@ -46,6 +47,7 @@ def risk_coverage(certainty: Tensor | np.ndarray, error: Tensor | np.ndarray) ->
 
 
 class Correlation(NamedTuple):
+    """Spearman's rho with a 95 % bootstrap interval and the number of items."""
     rho: float  # Spearman rank correlation
     low: float  # 95 % bootstrap percentile interval
     high: float

@@ -22,6 +22,7 @@ from probclr.io import atomic_write_text
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Which dataset, where it lives, how it is decoded, limited and split (validation size and seed)."""
     dataset: Literal["digits", "cifar10", "stl10", "imagefolder"] = "digits"  # digits ships with sklearn
     data_dir: str | None = None  # default: $PROBCLR_DATA_DIR/<dataset-specific folder>
     download: bool = False  # let torchvision download cifar10 / stl10 when missing
@@ -69,6 +70,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The encoder (ConvNet or ResNet, its stem) and the projection head's widths."""
     backbone: Literal["convnet", "resnet18", "resnet50"] = "convnet"
     convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage of the small ConvNet
     proj_hidden: int | None = None  # hidden width of the projection MLP; None = feature dimension
@@ -80,6 +82,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """NT-Xent or the probabilistic MCInfoNCE (--new-loss): temperature, draws, kappa bounds, KL weight."""
     name: Literal["nt_xent", "mc_infonce"] = "nt_xent"  # mc_infonce: the probabilistic loss (--new-loss)
     temperature: float = 0.5  # tau; SimCLR uses 0.5 on CIFAR-10 (App. B.9)
     samples: int = 8  # mc_infonce: Monte-Carlo draws of every embedding per step
@@ -90,6 +93,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """Optimiser, learning rate and its batch scaling, weight decay, batch size, epochs, warm-up."""
     name: Literal["lars", "adamw", "sgd"] = "lars"
     lr: float = 0.3  # base learning rate per 256 images (SimCLR: 0.3 x batch/256 with LARS)
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # how lr grows with batch size
@@ -105,6 +109,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """How a run executes: seed, device, threads, precision, compile, DDP, loggers, kNN monitor."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = None  # CPU threads for torch; None = torch's default
@@ -124,6 +129,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """Label fractions, label-subset seeds, probes and their settings (weight decays, holdout, kNN)."""
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     seeds: int = 3  # label subsets per fraction (mean +- std over them)
     probes: tuple[str, ...] = ("linear", "knn")  # any of linear, mlp, knn
@@ -158,6 +164,7 @@ class SupervisedConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration of a run, one frozen section per concern."""
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -347,6 +354,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def from_dict(tree: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested mapping (YAML); unknown keys and bad values are ConfigErrors."""
     cfg = _build(Config, tree, "")
     validate(cfg)
     return cfg
@@ -391,6 +399,7 @@ def _ranges(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
+    """Check every cross-field and range constraint of a Config; the first violation is a ConfigError naming the key."""
     a, o, e = cfg.augment, cfg.optim, cfg.eval
     lo, hi = a.crop_scale
     _check(0 < lo <= hi <= 1, f"augment.crop_scale must satisfy 0 < min <= max <= 1, got {list(a.crop_scale)}")
@@ -474,4 +483,5 @@ def validate(cfg: Config) -> None:
 
 
 def save_config(cfg: Config, path: Path) -> None:
+    """Write a Config as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -11,6 +11,7 @@ from probclr.errors import ConfigError
 
 
 def resolve_device(cfg: RunConfig) -> torch.device:
+    """The torch device a run asks for (auto = CUDA when available); sets CPU threads; one-line error without CUDA."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -21,6 +22,7 @@ def resolve_device(cfg: RunConfig) -> torch.device:
 
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A seeded torch.Generator on the device (the shuffle and the augmentations draw from it)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen

@@ -18,6 +18,7 @@ from torch import Tensor
 
 
 class DistInfo(NamedTuple):
+    """This process's rank, the world size, and its local rank on the node."""
     rank: int
     world: int
     local_rank: int
@@ -28,6 +29,7 @@ class DistInfo(NamedTuple):
 
 
 def dist_info() -> DistInfo:
+    """The current process group's rank and size, or a single process when there is none."""
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return DistInfo(0, 1, 0)
@@ -84,6 +86,7 @@ def local_rows(info: DistInfo, per_rank: int) -> slice:
 
 
 def barrier() -> None:
+    """Wait for every rank (nothing with one process)."""
     if dist_info().world > 1:
         dist.barrier()
 

@@ -68,14 +68,17 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to path atomically (temp file, fsync, rename): readers see the old or the new file."""
     _atomic(path, lambda fh: fh.write(data) and None)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write text atomically (UTF-8; undecodable file-name bytes round-trip)."""
     atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))  # non-UTF-8 file names round-trip
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write an object as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
@@ -96,6 +99,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (empty if missing); a damaged line is one error naming the file."""
     rows: list[dict[str, Any]] = []
     if not Path(path).exists():
         return rows

@@ -33,6 +33,7 @@ def git_sha(cwd: Path | None = None) -> str | None:
 
 
 def versions() -> dict[str, str]:
+    """Python and the versions of the packages a result depends on."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -43,12 +44,14 @@ def versions() -> dict[str, str]:
 
 
 def device_name(device: torch.device) -> str:
+    """A readable name of the device (the GPU's, or the CPU with its thread count)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def provenance(device: torch.device, command: list[str] | None = None) -> dict[str, Any]:
+    """What reproduces a result: command, git sha, versions, device, time."""
     return {
         "command": " ".join(command if command is not None else sys.argv),
         "git_sha": git_sha(),

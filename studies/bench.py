@@ -71,7 +71,7 @@ def _rate(fn: Callable[[int], None], steps: int, warmup: int, batch: int, device
 
 
 def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, workers: int = 2) -> dict[str, Any]:
-
+    """Time the training step (full pipeline and a peer-style DataLoader pipeline) on the configured device."""
     device = resolve_device(cfg.run)
     b = cfg.optim.batch_size
     images_cpu = load_splits(cfg.data).pretrain.images

@@ -16,6 +16,7 @@ from probclr.train.pretrain import Progress, pretrain
 
 
 class DemoResult(NamedTuple):
+    """What the demo produced: result rows, the results file and the figure."""
     rows: list[ResultRow]
     results: Path
     figure: Path
@@ -25,6 +26,7 @@ def run_demo(
     cfg: Config, out: Path, on_progress: Callable[[Progress], None] | None = None,
     command: list[str] | None = None, log: Callable[[str], None] = lambda s: None,
 ) -> DemoResult:
+    """The default job: pretrain, evaluate at every fraction, compare with random and supervised, draw the figure."""
     out = Path(out)
     log("1/4 SimCLR pretraining")
     pretrain(cfg, out / "simclr", resume=(out / "simclr" / "checkpoints" / "last.pt").exists(),

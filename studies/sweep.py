@@ -35,6 +35,7 @@ _SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epoc
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
+    """A sweep file: its base config, fixed overrides, grid, seeds, split and study."""
     name: str
     base: str | None  # base run config (YAML), relative to the sweep file
     set: dict[str, Any]  # overrides for every point
@@ -50,6 +51,7 @@ class SweepSpec:
 
 
 class Point:
+    """One point of a sweep: its name, kind, parameters, config and seed."""
     def __init__(self, name: str, kind: str, params: dict[str, Any], cfg: Config, seed: int) -> None:
         self.name, self.kind, self.params, self.cfg, self.seed = name, kind, params, cfg, seed
 
@@ -60,6 +62,7 @@ def _slug(value: Any) -> str:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
+    """Read and type-check a sweep file; bad keys and values are one line before anything trains."""
     p = Path(path)
     raw = read_yaml_mapping(p, "sweep config", "configs/sweeps/")
     unknown = set(raw) - _SPEC_KEYS

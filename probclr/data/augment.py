@@ -21,6 +21,7 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_
 
 
 class CropParams(NamedTuple):
+    """Per-image crop rectangles of a batch, in pixels."""
     x0: Tensor  # (B,) left edge, pixels
     y0: Tensor  # (B,) top edge, pixels
     w: Tensor  # (B,) crop width, pixels
@@ -28,6 +29,7 @@ class CropParams(NamedTuple):
 
 
 class JitterParams(NamedTuple):
+    """Per-image colour-jitter factors of a batch."""
     brightness: Tensor  # (B,) multiplicative factor
     contrast: Tensor  # (B,) blend factor towards the mean grey level
     saturation: Tensor  # (B,) blend factor towards the greyscale image
@@ -133,16 +135,19 @@ def grayscale(x: Tensor) -> Tensor:
 
 
 def adjust_brightness(x: Tensor, f: Tensor) -> Tensor:
+    """Scale every pixel of image i by f[i]: x (B, C, H, W) in [0, 1], f (B,)."""
     return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
 
 
 def adjust_contrast(x: Tensor, f: Tensor) -> Tensor:
+    """Blend image i towards its mean grey level by f[i]: x (B, C, H, W) in [0, 1], f (B,)."""
     mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
     f = f.view(-1, 1, 1, 1)
     return (f * x + (1 - f) * mean).clamp(0, 1)
 
 
 def adjust_saturation(x: Tensor, f: Tensor) -> Tensor:
+    """Blend image i towards its greyscale version by f[i]: x (B, C, H, W) in [0, 1], f (B,)."""
     f = f.view(-1, 1, 1, 1)
     return (f * x + (1 - f) * grayscale(x)).clamp(0, 1)
 
@@ -244,6 +249,7 @@ def affine_color(x: Tensor, p: JitterParams, jitter: Tensor, gray: Tensor) -> Te
 
 
 def blur_kernel_size(side: int, frac: float) -> int:
+    """The odd Gaussian-blur kernel size for an image side (SimCLR: 10 % of the side), at least 3."""
     k = max(3, int(round(frac * side)))
     return k if k % 2 == 1 else k + 1
 

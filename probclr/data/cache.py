@@ -22,6 +22,7 @@ _CACHE_VERSION = "2"
 
 
 def cache_dir(cfg: DataConfig) -> Path:
+    """Where decoded datasets are cached: data.cache_dir, $PROBCLR_CACHE_DIR, or ~/.cache/probclr."""
     root = cfg.cache_dir or os.environ.get("PROBCLR_CACHE_DIR") or Path.home() / ".cache" / "probclr"
     return Path(root)
 

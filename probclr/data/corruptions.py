@@ -48,6 +48,7 @@ def blur(x: Tensor, severity: int, gen: torch.Generator) -> Tensor:
 
 
 def contrast(x: Tensor, severity: int, gen: torch.Generator) -> Tensor:
+    """Shrink each image towards its mean level: x (B, C, H, W) in [0, 1], CIFAR-10-C-style severity."""
     _check_severity(severity)
     if severity == 0:
         return x.clone()

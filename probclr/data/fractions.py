@@ -11,6 +11,7 @@ from probclr.errors import ProbclrError
 
 
 def check_fraction(fraction: float) -> None:
+    """Refuse a label fraction outside (0, 1] with a one-line error."""
     if not (isinstance(fraction, int | float) and 0 < fraction <= 1):
         raise ProbclrError(f"fraction must be in (0, 1], got {fraction}")
 

@@ -29,12 +29,14 @@ RESIDENCIES = ("auto", "device", "host", "stream")
 
 
 class BatchSource(Protocol):
+    """Where pretraining images live: gives the uint8 batch at given indices on the training device."""
     shape: tuple[int, ...]
 
     def batch(self, idx: Tensor) -> Tensor: ...
 
 
 class DeviceSource:
+    """All images resident on the training device; a batch is an index."""
     def __init__(self, images: Tensor, device: torch.device) -> None:
         self.images = images.to(device)
         self.shape = tuple(images.shape)
@@ -44,6 +46,7 @@ class DeviceSource:
 
 
 class HostSource:
+    """Images in host memory (pinned on CUDA); each batch is copied to the device."""
     def __init__(self, images: Tensor, device: torch.device) -> None:
         self.images = images.pin_memory() if device.type == "cuda" else images
         self.device, self.shape = device, tuple(images.shape)
@@ -56,6 +59,7 @@ class HostSource:
 
 
 class StreamSource:
+    """Images in a memory-mapped .npy file; each batch is read from disk and copied to the device."""
     def __init__(self, path: Path, device: torch.device) -> None:
         self.array = np.load(path, mmap_mode="r")  # (N, C, H, W) uint8, not read until used
         self.device, self.shape = device, tuple(self.array.shape)

@@ -184,6 +184,7 @@ def cifar10_test_in_original_order(cfg: DataConfig) -> bool:
 
 
 def cifar10(cfg: DataConfig) -> Splits:
+    """CIFAR-10 from torchvision's python batches or an ImageFolder copy (train/, test/), cached once decoded."""
     root, batches = _cifar10_batches(cfg)
     if batches.is_dir():
         return cached(cfg, "cifar10-batches", batches, lambda: _read_cifar_batches(batches))

@@ -8,12 +8,14 @@ from torch import Tensor
 
 
 class ImageSet(NamedTuple):
+    """Images as uint8 (N, C, H, W) with int64 labels (-1 = unlabeled) and class names."""
     images: Tensor  # (N, C, H, W) uint8
     labels: Tensor  # (N,) int64; -1 where unlabeled
     classes: tuple[str, ...]
 
 
 class Splits(NamedTuple):
+    """A dataset's parts: pretraining images, the labeled pool, the test set and the validation split."""
     pretrain: ImageSet  # what self-supervised pretraining sees (labels unused)
     train: ImageSet  # the labeled training set that label fractions are drawn from
     test: ImageSet  # held-out evaluation set, never used for fitting or model selection

@@ -22,6 +22,7 @@ _FEATURES_VERSION = "2"
 
 
 class Features(NamedTuple):
+    """Frozen representations of the label pool and the evaluated split, with labels and the checkpoint digest."""
     train_x: Tensor  # (N_train, D) representation h of the clean label-pool images
     train_y: Tensor  # (N_train,)
     test_x: Tensor  # (N_eval, D) the evaluated split: test, or validation with --split val

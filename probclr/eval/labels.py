@@ -31,6 +31,7 @@ def num_classes_of(splits: Splits) -> int:
 
 
 def check_fractions_possible(labels: torch.Tensor, fractions: tuple[float, ...]) -> None:
+    """Refuse fractions that would leave a class without a single labeled image."""
     for f in fractions:
         check_fraction(f)
     counts = torch.bincount(labels[labels >= 0])

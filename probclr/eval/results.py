@@ -16,6 +16,7 @@ from probclr.probes.metrics import Scores
 
 @dataclass(frozen=True)
 class ResultRow:
+    """One evaluation result: method, probe, fraction, label seed and its scores."""
     method: str  # simclr | supervised | random | ...
     probe: str  # linear | mlp | knn | finetune | end-to-end
     fraction: float  # share of the labeled training set used
@@ -33,6 +34,7 @@ class ResultRow:
 
 
 def rows_frame(rows: list[ResultRow]) -> pd.DataFrame:
+    """Result rows as a pandas DataFrame, one row each."""
     return pd.DataFrame([dataclasses.asdict(r) for r in rows])
 
 
@@ -61,6 +63,7 @@ def save_results(out_dir: Path, rows: list[ResultRow], meta: dict[str, Any]) -> 
 
 
 def load_rows(path: Path) -> list[ResultRow]:
+    """Read the result rows of a results.json; a damaged file is one line."""
     data = read_json(Path(path), "results file")
     try:
         return [ResultRow(**r) for r in data["rows"]]

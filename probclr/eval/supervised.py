@@ -38,6 +38,7 @@ from probclr.train.optim import lr_at, param_groups, set_lr
 
 
 class Classifier(nn.Module):
+    """An encoder with a linear classification layer on its representation."""
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
@@ -84,6 +85,7 @@ def train_classifier(
 
 @torch.no_grad()
 def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 1024) -> Tensor:
+    """Class probabilities (N, C) of uint8 images, batch by batch, in eval mode."""
     out = [torch.softmax(model(c.to(device).float().div(255)).float(), dim=1).cpu() for c in images.split(batch_size)]
     return torch.cat(out)
 

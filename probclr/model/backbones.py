@@ -104,6 +104,7 @@ def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def build_encoder(cfg: ModelConfig, mean: Tensor, std: Tensor) -> Encoder:
+    """The encoder a ModelConfig names, with input normalisation by the dataset's channel statistics."""
     if cfg.backbone == "convnet":
         net: nn.Module = ConvNet(cfg.convnet_widths)
         dim = net.out_dim  # type: ignore[assignment]

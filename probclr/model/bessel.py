@@ -10,7 +10,7 @@ log space, each fed only the inputs it is accurate for (so that no branch produc
 - nu < 10, kappa <= 200: the power series sum_k (kappa/2)^(2k+nu) / (k! Gamma(nu + k + 1)), 400 terms.
 - nu < 10, kappa > 200: Hankel's large-argument expansion (A&S 9.7.1), 10 terms (mu = 4 nu^2 <= 400).
 
-Verified against mpmath (arbitrary precision) in tests/test_distributions.py.
+Verified against mpmath (arbitrary precision) in tests/model/test_distributions.py.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ class _Spherical(Distribution):
 
 
 class VonMisesFisher(_Spherical):
+    """The von Mises-Fisher distribution on the unit sphere (mean direction, concentration)."""
     has_rsample = False
 
     def log_normalizer(self) -> Tensor:
@@ -113,6 +114,7 @@ class VonMisesFisher(_Spherical):
 
 
 class PowerSpherical(_Spherical):
+    """The Power Spherical distribution (De Cao & Aziz 2020): vMF-like, with exact reparameterised samples."""
     has_rsample = True
 
     @property

@@ -38,6 +38,7 @@ class SimCLRModel(nn.Module):
 
 
 class Embedding(NamedTuple):
+    """The probabilistic head's output: a direction on the sphere and its concentration."""
     mu: Tensor  # (B, D), unit norm: the mean direction
     kappa: Tensor  # (B,), in [kappa_min, kappa_max]; larger = more certain
 

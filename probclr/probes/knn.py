@@ -29,6 +29,7 @@ FALLBACK_T, FALLBACK_EPS = 0.07, 1e-2  # when too few labels can be held out
 
 
 class KNNProbe(NamedTuple):
+    """A fitted kNN classifier: the labeled bank and the vote temperature, sharpening and smoothing."""
     bank: Tensor  # (M, D) L2-normalised labeled features
     bank_y: Tensor  # (M,)
     num_classes: int

@@ -14,6 +14,7 @@ from probclr.probes.metrics import score
 
 
 class LinearProbe(NamedTuple):
+    """A fitted multinomial logistic regression on standardised features."""
     weight: Tensor  # (D, C)
     bias: Tensor  # (C,)
     mean: Tensor  # (D,) feature standardisation, from the labeled subset only
@@ -52,6 +53,7 @@ def logistic_loss_and_grad(
 
 
 class LogisticFit(NamedTuple):
+    """The weights of one L-BFGS fit with how it ended (iterations, gradient norm, converged)."""
     weight: Tensor  # (D, C)
     bias: Tensor  # (C,)
     iterations: int  # L-BFGS iterations used
@@ -142,6 +144,7 @@ def choose_weight_decay(
 
 
 class MLPProbe(nn.Module):
+    """A one-hidden-layer classifier on standardised frozen features."""
     def __init__(self, in_dim: int, hidden: int, num_classes: int, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean)

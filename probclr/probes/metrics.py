@@ -11,6 +11,7 @@ PROB_FLOOR = 1e-6  # NLL clamps probabilities here so a hard 0 (kNN votes) gives
 
 
 class Scores(NamedTuple):
+    """Accuracy, NLL, ECE and Brier score of predicted probabilities against labels."""
     accuracy: float  # top-1, in [0, 1]
     nll: float  # mean negative log-likelihood, nats
     ece: float  # expected calibration error, top-label, 15 equal-width bins

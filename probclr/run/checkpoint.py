@@ -23,10 +23,12 @@ class CheckpointError(ProbclrError):
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint (tensors and plain data only), atomically, with its format number."""
     atomic_torch_save(path, {"format": FORMAT, **state})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (weights_only); a missing, damaged or foreign file is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")

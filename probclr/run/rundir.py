@@ -13,6 +13,7 @@ from probclr.run.checkpoint import CheckpointError, load_checkpoint
 
 
 class RunDir:
+    """The layout of a run directory: config, checkpoints, metrics, evaluation and analysis paths."""
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
@@ -67,6 +68,7 @@ def config_diff(a: Config, b: Config) -> list[str]:
 
 
 def config_from_checkpoint(state: dict[str, Any]) -> Config:
+    """The validated Config stored in a checkpoint."""
     return from_dict(state["config"])
 
 

@@ -23,6 +23,7 @@ from probclr.errors import ProbclrError
 
 
 class RunLock:
+    """One writer per run directory: an exclusive flock on RUN/.lock, refused naming the holder's pid."""
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.fd: int | None = None

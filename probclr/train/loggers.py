@@ -24,6 +24,7 @@ PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 class Logger(Protocol):
+    """What a training logger receives: step scalars, epoch rows with kappas, a projector of test images."""
     def step(self, values: dict[str, float], step: int) -> None: ...
     def epoch(self, row: dict[str, Any], kappas: Tensor | None) -> None: ...
     def projector(self, features: Tensor, labels: list[str], thumbnails: Tensor) -> None: ...
@@ -40,6 +41,7 @@ def check_loggers(cfg: Config) -> None:
 
 
 class TensorBoardLogger:
+    """Scalars, kappa histograms and an embedding projector in RUN/tensorboard."""
     def __init__(self, root: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -66,6 +68,7 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
+    """The same records in a Weights & Biases run (offline unless configured)."""
     def __init__(self, root: Path, cfg: Config, run_name: str) -> None:
         import wandb
 

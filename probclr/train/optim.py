@@ -69,6 +69,7 @@ def scaled_lr(cfg: OptimConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """LARS, AdamW or SGD over the model's parameter groups (no decay on biases and norms), at the scaled lr."""
     groups = param_groups(model, cfg.weight_decay, lars=cfg.name == "lars")
     lr = scaled_lr(cfg)
     if cfg.name == "lars":
@@ -87,5 +88,6 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (times its own scale)."""
     for g in optimizer.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)

@@ -82,6 +82,7 @@ class TrainingError(ProbclrError):
 
 
 class Progress(NamedTuple):
+    """Where pretraining is: epoch, step, loss, throughput and lr (for progress displays)."""
     epoch: int
     step: int  # global optimiser step, 1-based
     total_steps: int
@@ -93,6 +94,7 @@ class Progress(NamedTuple):
 
 @dataclass(frozen=True)
 class PretrainResult:
+    """What a finished pretraining produced: its run directory, epochs, steps, final loss and time."""
     run_dir: Path
     epochs: int
     steps: int
