@@ -18,11 +18,11 @@ from torch import Tensor
 from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.data.sources import load_splits
-from probclr.device import autocast, bf16_native, make_generator, resolve_device
+from probclr.device import bf16_native, make_generator, resolve_device
 from probclr.model.backbones import channel_stats
 from probclr.model.build import build_model
 from probclr.train.optim import build_optimizer
-from probclr.train.pretrain import contrastive_loss
+from probclr.train.step import StepModel, train_step, two_views
 
 
 def peer_transform(size: int, strength: float = 0.5) -> Callable[[Any], Tensor]:
@@ -92,21 +92,16 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, workers: int = 2) -
         start = (i * b) % max(1, n - b + 1)
         return images[start:start + b]
 
+    stepper = StepModel(model, model, cfg, device)
+
     def model_step(views: Tensor) -> None:
-        if cfg.run.channels_last:
-            views = views.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg.run.amp):
-            out = model(views)[1]
-        loss, _ = contrastive_loss(out, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        train_step(stepper, views, opt)  # the training step of `probclr pretrain`, then the update
         opt.step()
 
-    fixed = torch.cat([aug(batch_at(0), gen), aug(batch_at(0), gen)])
+    fixed = two_views(aug, batch_at(0), gen)
     aug_rate = _rate(lambda i: (aug(batch_at(i), gen), aug(batch_at(i), gen)) and None, steps, warmup, b, device)
     ceiling = _rate(lambda i: model_step(fixed), steps, warmup, b, device)
-    full = _rate(lambda i: model_step(torch.cat([aug(batch_at(i), gen), aug(batch_at(i), gen)])), steps, warmup, b,
-                 device)
+    full = _rate(lambda i: model_step(two_views(aug, batch_at(i), gen)), steps, warmup, b, device)
     loader = torch.utils.data.DataLoader(
         _PILPairs(images_cpu, fixed.shape[-1], cfg.augment.strength), batch_size=b, shuffle=True, drop_last=True,
         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")

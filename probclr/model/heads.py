@@ -43,6 +43,9 @@ class Embedding(NamedTuple):
     kappa: Tensor  # (B,), in [kappa_min, kappa_max]; larger = more certain
 
 
+
+HeadOutput = Tensor | Embedding  # (B, P) projections (NT-Xent), or (mu, kappa) of the probabilistic head
+
 class ProbabilisticHead(nn.Module):
     """h -> (mu, kappa): a projection MLP for the direction and a scalar branch for the concentration.
 

@@ -21,29 +21,30 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from probclr.config import Config, to_dict
+from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
-from probclr.data.residency import make_source
+from probclr.data.residency import BatchSource, make_source
 from probclr.data.sources import load_splits
 from probclr.data.splits import Splits
-from probclr.device import autocast, make_generator, resolve_device
-from probclr.distributed import DistInfo, barrier, dist_info, init_from_env, mean_over_ranks, owned_process_group
+from probclr.device import make_generator, resolve_device
+from probclr.distributed import DistInfo, dist_info, init_from_env, mean_over_ranks, owned_process_group
 from probclr.errors import ConfigError, ProbclrError
 from probclr.model.backbones import channel_stats, resolve_stem
 from probclr.model.build import build_model
 from probclr.model.forward import as_float_rgb, embed
-from probclr.model.heads import Embedding, SimCLRModel
-from probclr.model.losses import mc_infonce_global, nt_xent_global
+from probclr.model.heads import SimCLRModel
 from probclr.provenance import provenance
-from probclr.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from probclr.run.rundir import RunDir, config_from_checkpoint, resume_diff
+from probclr.run.rundir import RunDir
 from probclr.run.runlock import RunLock
-from probclr.train.gradcache import grad_cached_backward
 from probclr.train.loggers import Loggers, check_loggers
 from probclr.train.monitor import KNNMonitor, monitor_interval
 from probclr.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from probclr.train.state import EpochState, TrainingError, TrainState
+from probclr.train.step import StepModel, train_step, two_views
 from probclr.train.syncbn import convert_to_global_bn
+
+__all__ = ["PretrainResult", "Progress", "Stopped", "TrainingError", "pretrain"]
 
 
 class Stopped(Exception):  # noqa: N818 - a clean stop, not an error
@@ -77,8 +78,6 @@ class StopSignal:
             signal.signal(sig, old)
 
 
-class TrainingError(ProbclrError):
-    """Training cannot go on (a non-finite loss, for one); the last good checkpoint remains."""
 
 
 class Progress(NamedTuple):
@@ -125,16 +124,6 @@ def _finite_everywhere(loss: Tensor) -> bool:
     return not bool(bad > 0)
 
 
-def contrastive_loss(out: Tensor | Embedding, cfg: Config) -> tuple[Tensor, Tensor | None]:
-    """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
-    With several processes both losses contrast against the global batch (``*_global``)."""
-    if isinstance(out, Embedding):
-        mu_a, mu_b = out.mu.chunk(2)
-        k_a, k_b = out.kappa.chunk(2)
-        loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
-        return loss, out.kappa.detach()
-    z_a, z_b = out.float().chunk(2)  # (B, P) each
-    return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
 
 
 def kappa_stats(kappas: list[Tensor]) -> dict[str, float]:
@@ -147,28 +136,8 @@ def kappa_stats(kappas: list[Tensor]) -> dict[str, float]:
             "kappa_q50": float(q[1]), "kappa_q90": float(q[2])}
 
 
-def _value(cfg: Config, dotted: str) -> Any:
-    section, key = dotted.split(".", 1)
-    return to_dict(cfg)[section][key]
 
 
-def _restore(run: RunDir, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict:
-    state = load_checkpoint(run.last)
-    saved = config_from_checkpoint(state)
-    diff = resume_diff(saved, cfg)
-    if diff:
-        shown = ", ".join(f"{k} (run: {_value(saved, k)!r}, now: {_value(cfg, k)!r})" for k in diff[:3])
-        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
-        raise CheckpointError(
-            f"cannot resume {str(run.root)!r}: its config differs in {shown}{more}; resume with only --out RUN"
-            " --resume (the run's own config.yaml is used), or start a new run in another --out"
-        )
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"])
-    return state
 
 
 def check_model_runs(model: SimCLRModel, sample: Tensor, cfg: Config) -> None:
@@ -218,6 +187,97 @@ def pretrain(
             return _pretrain(cfg, out, resume, on_progress, command)
 
 
+class Data(NamedTuple):
+    """The pretraining images as the loop sees them, and what the monitor and the projector need."""
+
+    source: BatchSource  # serves uint8 batches on the device
+    n: int  # pretraining images
+    mean: Tensor  # (C,) channel statistics for the encoder's normalisation
+    std: Tensor  # (C,)
+    sample: Tensor  # (2, C, H, W) on the device, for the dry forward pass
+    splits: Splits  # every split, decoded
+    residency: str  # device | host | stream
+
+    def drop_decoded(self) -> Data:
+        """With the images streamed from disk, let the decoded pretraining and label-pool images go."""
+        if self.residency != "stream":
+            return self
+        empty = self.splits.pretrain._replace(images=self.splits.pretrain.images[:0],
+                                              labels=self.splits.pretrain.labels[:0])
+        return self._replace(splits=self.splits._replace(pretrain=empty, train=empty))
+
+
+def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
+    """Decode (or load from the cache) the dataset, put the pretraining images where ``data.residency``
+    says; resolves the ResNet stem by image size (the returned config records it)."""
+    splits = load_splits(cfg.data)
+    images = splits.pretrain.images
+    n = images.shape[0]
+    if n < cfg.optim.batch_size:
+        raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
+    mean, std = channel_stats(images)
+    cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
+    sample = images[:2].to(device)
+    source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data))
+    return Data(source, n, mean, std, sample, splits, residency), cfg
+
+
+def place_model(cfg: Config, data: Data, device: torch.device, info: DistInfo) -> tuple[SimCLRModel, nn.Module]:
+    """The model on its device, checked to run on these images before anything is written; with several
+    processes also its DDP wrapper (and global batch norm with run.sync_bn)."""
+    model = build_model(cfg, data.mean, data.std).to(device)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    check_model_runs(model, data.sample, cfg)  # before anything is written: a retry never meets a half-made run
+    if info.world == 1:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if cfg.run.sync_bn:  # global BN: nn.SyncBatchNorm on CUDA (GPU-only), probclr.syncbn elsewhere
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        else:
+            model = convert_to_global_bn(model)  # type: ignore[assignment]
+    return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+class Loop(NamedTuple):
+    """Everything an epoch uses that does not change during the run."""
+
+    cfg: Config
+    device: torch.device
+    info: DistInfo
+    data: Data
+    step: StepModel
+    opt: torch.optim.Optimizer
+    aug: SimCLRAugment
+    schedule: Schedule
+    monitor: KNNMonitor | None
+    every: int  # monitor interval in epochs (0 = off)
+    loggers: Loggers
+    on_progress: Callable[[Progress], None] | None
+
+
+class Schedule(NamedTuple):
+    """Steps and learning rates: the last partial batch of an epoch is dropped; warm-up, then cosine."""
+
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    base_lr: float
+
+    @staticmethod
+    def of(cfg: Config, n: int) -> Schedule:
+        """The schedule of ``n`` images at the config's batch size and epochs."""
+        steps_per_epoch = n // cfg.optim.batch_size
+        return Schedule(steps_per_epoch, steps_per_epoch * cfg.optim.epochs,
+                        round(cfg.optim.warmup_epochs * steps_per_epoch), scaled_lr(cfg.optim))
+
+    def lr(self, step: int) -> float:
+        """The learning rate of global step ``step`` (0-based)."""
+        return lr_at(step, self.total, self.warmup, self.base_lr)
+
+
 def _pretrain(
     cfg: Config, out: str | Path, resume: bool, on_progress: Callable[[Progress], None] | None,
     command: list[str] | None,
@@ -231,185 +291,125 @@ def _pretrain(
     check_loggers(cfg)
 
     # 1. device (one per process under torchrun), seed, data on the device
+    device, info = _device_and_world(cfg)
+    torch.manual_seed(cfg.run.seed)
+    data, cfg = load_data(cfg, device)
+    every = monitor_interval(cfg, data.splits)
+    monitor = KNNMonitor(data.splits, cfg.run.monitor_bank, cfg.run.monitor_queries) if every and info.is_main else None
+    data = data.drop_decoded()  # the monitor keeps its own bank
+
+    # 2. model, optimiser, schedule, generator (the shuffle: the same on every rank)
+    model, wrapped = place_model(cfg, data, device, info)
+    opt = build_optimizer(model, cfg.optim)
+    gen = make_generator(device, cfg.run.seed)
+    step = StepModel(model, torch.compile(wrapped) if cfg.run.compile else wrapped, cfg, device)
+    schedule = Schedule.of(cfg, data.n)
+
+    # 3. fresh run or resume
+    state = TrainState(run, cfg, model, opt, gen, schedule.steps_per_epoch, info.is_main)
+    if resume:
+        state.restore()
+    elif info.is_main:
+        run.write_header(cfg, provenance(device, command))
+    loggers = Loggers(cfg, run.root, enabled=info.is_main)
+    if not resume:
+        state.checkpoint(0)  # the initial weights: epoch 0 doubles as the random-encoder baseline
+
+    # 4. epochs: shuffle on the device, two views per image, the loss, optimiser step; checkpoint each epoch
+    loop = Loop(cfg, device, info, data, step, opt, SimCLRAugment(cfg.augment), schedule, monitor, every, loggers,
+                on_progress)
+    with StopSignal(enabled=info.world == 1) as stop:
+        for epoch in range(state.start_epoch, cfg.optim.epochs):
+            run_epoch(loop, state, epoch, stop)
+    if loggers.items:
+        log_projector(loggers, model, data.splits)
+    loggers.close()
+    return PretrainResult(run.root, cfg.optim.epochs, state.step, state.last_loss, time.perf_counter() - t_start)
+
+
+def _device_and_world(cfg: Config) -> tuple[torch.device, DistInfo]:
     device = resolve_device(cfg.run)
     info = init_from_env(device.type)
     check_world(cfg, info)
     if device.type == "cuda" and info.world > 1:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    torch.manual_seed(cfg.run.seed)
-    splits = load_splits(cfg.data)
-    images = splits.pretrain.images
-    n = images.shape[0]
-    if n < cfg.optim.batch_size:
-        raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
-    mean, std = channel_stats(images)
-    cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
-    sample = images[:2].to(device)
-    source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data))
-    del images
-    every = monitor_interval(cfg, splits)
-    monitor = KNNMonitor(splits, cfg.run.monitor_bank, cfg.run.monitor_queries) if every and info.is_main else None
-    if residency == "stream":  # the memory map serves the batches: let the decoded set go
-        empty = splits.pretrain._replace(images=splits.pretrain.images[:0], labels=splits.pretrain.labels[:0])
-        splits = splits._replace(pretrain=empty, train=empty)
+    return device, info
 
-    # 2. model, optimiser, schedule, generator
-    model = build_model(cfg, mean, std).to(device)
-    if cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    check_model_runs(model, sample, cfg)  # before anything is written: a retry never meets a half-made run
-    train_model: nn.Module = model
-    if info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        if cfg.run.sync_bn:  # global BN: nn.SyncBatchNorm on CUDA (GPU-only), probclr.syncbn elsewhere
-            if device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
-            else:
-                model = convert_to_global_bn(model)  # type: ignore[assignment]
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = build_optimizer(model, cfg.optim)
-    gen = make_generator(device, cfg.run.seed)  # the shuffle: the same on every rank
-    aug = SimCLRAugment(cfg.augment)
-    b = cfg.optim.batch_size
-    steps_per_epoch = n // b  # drop the last partial batch
-    total = steps_per_epoch * cfg.optim.epochs
-    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
-    base_lr = scaled_lr(cfg.optim)
-    step_fn = torch.compile(train_model) if cfg.run.compile else train_model
-    per_rank = b // info.world
+def _epoch_generator(loop: Loop, epoch: int, gen: torch.Generator) -> torch.Generator:
+    """One process: the run's generator. Several: each augments its share of every global batch with a
+    generator of its own, and draws its own Monte-Carlo samples (torch's global generator)."""
+    info, seed = loop.info, loop.cfg.run.seed
+    if info.world == 1:
+        return gen
+    aug_gen = make_generator(loop.device, (seed * 100_003 + epoch) * 1024 + info.rank)
+    torch.manual_seed((seed * 100_003 + epoch) * 1024 + info.rank + 512)
+    return aug_gen
 
-    def head_out(fn: Callable[[Tensor], tuple[Tensor, Tensor | Embedding]], v: Tensor) -> Tensor | Embedding:
-        with autocast(device, cfg.run.amp):
-            return fn(v)[1]
 
-    # 3. fresh run or resume
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    partial: dict[str, Any] | None = None  # where a run stopped by SIGINT/SIGTERM left its epoch
-    if resume:
-        state = _restore(run, cfg, model, opt, gen)
-        start_epoch, history = int(state["epoch"]), list(state["metrics"])
-        partial = state.get("partial")
-    elif info.is_main:
-        run.write_header(cfg, provenance(device, command))
-    loggers = Loggers(cfg, run.root, enabled=info.is_main)
+def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> None:
+    """Train one epoch (or the rest of a stopped one), then record, monitor and checkpoint it."""
+    cfg, info, spe = loop.cfg, loop.info, loop.schedule.steps_per_epoch
+    loop.step.model.train()
+    t0 = time.perf_counter()
+    ep = state.begin_epoch(loop.data.n, loop.device)
+    aug_gen = _epoch_generator(loop, epoch, state.gen)
+    b, per_rank = cfg.optim.batch_size, cfg.optim.batch_size // info.world
+    for i in range(ep.first, spe):
+        lr = loop.schedule.lr(state.step)
+        set_lr(loop.opt, lr)
+        idx = ep.perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
+        x = loop.data.source.batch(idx)  # (B / world, C, H, W) uint8: this process's share of the global batch
+        loss, kappa = train_step(loop.step, two_views(loop.aug, x, aug_gen), loop.opt)
+        if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
+            state.skip(ep, epoch)
+            continue
+        if kappa is not None:
+            ep.kappas.append(kappa)
+        loop.opt.step()
+        state.step += 1
+        ep.loss_sum += loss.detach()
+        _report(loop, state, epoch, i, ep.first, loss, lr, t0)
+        if stop.signal is not None and i + 1 < spe:
+            state.checkpoint(epoch, ep.partial(i + 1))
+            raise Stopped(stop.signal, state.step, state.last)
+    _end_epoch(loop, state, ep, epoch, time.perf_counter() - t0)
+    if stop.signal is not None and epoch + 1 < cfg.optim.epochs:  # a signal at an epoch's last step
+        raise Stopped(stop.signal, state.step, state.last)  # (or in a one-step epoch) stops here, epoch saved
 
-    def checkpoint(epoch: int, within: dict[str, Any] | None = None) -> None:
-        if not info.is_main:  # rank 0 writes; the others wait for it
-            barrier()
-            return
-        state = {
-            "kind": "simclr", "epoch": epoch, "step": epoch * steps_per_epoch, "model": model.state_dict(),
-            "optimizer": opt.state_dict(), "generator": gen.get_state(), "config": to_dict(cfg),
-            "metrics": history, "torch_rng": torch.get_rng_state(),  # the loss's Monte-Carlo draws use it
-        }
-        if within is not None:  # stopped mid-epoch: what it takes to continue this epoch exactly
-            state["partial"] = within
-            state["step"] = epoch * steps_per_epoch + int(within["step_in_epoch"])
-        save_checkpoint(run.last, state)
-        if cfg.run.keep_checkpoints:
-            save_checkpoint(run.epoch_checkpoint(epoch), state)
-        run.write_metrics(history)
-        barrier()
 
-    if start_epoch == 0 and not resume:
-        checkpoint(0)  # the initial weights: epoch 0 doubles as the random-encoder baseline
+def _report(loop: Loop, state: TrainState, epoch: int, i: int, first: int, loss: Tensor, lr: float,
+            t0: float) -> None:
+    """Check the loss is finite (every step on CPU, every run.log_every steps on CUDA: a host sync) and
+    report progress to the display and the step loggers."""
+    cfg, spe, every = loop.cfg, loop.schedule.steps_per_epoch, loop.cfg.run.log_every
+    if loop.device.type != "cpu" and (i + 1) % every:
+        return
+    value = float(mean_over_ranks(loss.detach()))
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"loss became {value} at step {state.step} (epoch {epoch + 1}); the last good checkpoint"
+            f" is {str(state.last)!r}. Start a new run (another --out) with a lower optim.lr or a higher"
+            " loss.temperature, or let optim.skip_nonfinite skip such steps"
+        )
+    rate = (i + 1 - first) * cfg.optim.batch_size / (time.perf_counter() - t0)
+    if loop.on_progress and loop.info.is_main and ((i + 1) % every == 0 or i + 1 == spe):
+        loop.on_progress(Progress(epoch + 1, state.step, loop.schedule.total, value, rate, lr, i + 1 == spe))
+    if (i + 1) % every == 0 and loop.loggers.items:
+        loop.loggers.step({"loss": value, "lr": lr, "images_per_s": rate}, state.step)
 
-    # 4. epochs: shuffle on the device, two views per image, NT-Xent, optimiser step
-    step = start_epoch * steps_per_epoch
-    last_loss: float | None = history[-1]["loss"] if history else None
-    skipped = sum(int(h.get("skipped_steps", 0)) for h in history)  # non-finite steps skipped so far
-    with StopSignal(enabled=info.world == 1) as stop:
-        for epoch in range(start_epoch, cfg.optim.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            kappas: list[Tensor] = []
-            first = 0
-            epoch_skipped = 0
-            if partial is None:
-                perm = torch.randperm(n, generator=gen, device=device)  # (N,)
-            else:  # continue the epoch a stopped run left: its shuffle, its step, its running sums
-                perm, first = partial["perm"].to(device), int(partial["step_in_epoch"])
-                loss_sum += float(partial["loss_sum"])
-                kappas = [partial["kappas"].to(device)] if partial.get("kappas") is not None else []
-                step += first
-                epoch_skipped = int(partial.get("skipped", 0))
-                skipped += epoch_skipped
-                partial = None
-            # several processes: each augments its share of every global batch with a generator of its own
-            aug_gen = gen if info.world == 1 else make_generator(device, (cfg.run.seed * 100_003 + epoch) * 1024 + info.rank)
-            if info.world > 1:  # ... and its own Monte-Carlo draws for --new-loss (torch's global generator)
-                torch.manual_seed((cfg.run.seed * 100_003 + epoch) * 1024 + info.rank + 512)
-            for i in range(first, steps_per_epoch):
-                lr = lr_at(step, total, warmup, base_lr)
-                set_lr(opt, lr)
-                idx = perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
-                x = source.batch(idx)  # (B / world, C, H, W) uint8: this process's share of the global batch
-                views = torch.cat([aug(x, aug_gen), aug(x, aug_gen)])  # (2B / world, 3, S, S)
-                if cfg.run.channels_last:
-                    views = views.contiguous(memory_format=torch.channels_last)
-                opt.zero_grad(set_to_none=True)
-                if cfg.optim.grad_cache_chunk:  # the full batch's exact gradient, chunk by chunk (gradcache.py)
-                    loss, kappa = grad_cached_backward(model, lambda v: head_out(step_fn, v), views,
-                                                       lambda o: contrastive_loss(o, cfg), cfg.optim.grad_cache_chunk)
-                else:
-                    out = head_out(step_fn, views)  # (2B, P) projections, or (mu, kappa) of the probabilistic head
-                    loss, kappa = contrastive_loss(out, cfg)
-                    loss.backward()
-                if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
-                    skipped += 1
-                    epoch_skipped += 1
-                    if skipped > cfg.optim.skip_nonfinite:
-                        raise TrainingError(
-                            f"loss was non-finite at {skipped} steps, the last at step {step + 1} (epoch {epoch + 1}),"
-                            f" more than optim.skip_nonfinite = {cfg.optim.skip_nonfinite}; the last good checkpoint"
-                            f" is {str(run.last)!r}"
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    step += 1
-                    continue
-                if kappa is not None:
-                    kappas.append(kappa)
-                opt.step()
-                step += 1
-                loss_sum += loss.detach()
-                if device.type == "cpu" or (i + 1) % cfg.run.log_every == 0:
-                    value = float(mean_over_ranks(loss.detach()))  # a sync on CUDA only every log_every steps
-                    if not math.isfinite(value):
-                        raise TrainingError(
-                            f"loss became {value} at step {step} (epoch {epoch + 1}); the last good checkpoint"
-                            f" is {str(run.last)!r}. Start a new run (another --out) with a lower optim.lr or a higher"
-                            " loss.temperature, or let optim.skip_nonfinite skip such steps"
-                        )
-                    if on_progress and info.is_main and ((i + 1) % cfg.run.log_every == 0 or i + 1 == steps_per_epoch):
-                        rate = (i + 1 - first) * b / (time.perf_counter() - t0)
-                        on_progress(Progress(epoch + 1, step, total, value, rate, lr, i + 1 == steps_per_epoch))
-                    if (i + 1) % cfg.run.log_every == 0 and loggers.items:
-                        rate = (i + 1 - first) * b / (time.perf_counter() - t0)
-                        loggers.step({"loss": value, "lr": lr, "images_per_s": rate}, step)
-                if stop.signal is not None and i + 1 < steps_per_epoch:
-                    checkpoint(epoch, {"step_in_epoch": i + 1, "perm": perm.cpu(), "loss_sum": float(loss_sum),
-                                       "skipped": epoch_skipped,
-                                       "kappas": torch.cat(kappas).cpu() if kappas else None})
-                    raise Stopped(stop.signal, step, run.last)
-            wall = time.perf_counter() - t0
-            last_loss = float(mean_over_ranks(loss_sum)) / max(1, steps_per_epoch - epoch_skipped)
-            due = monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.optim.epochs)
-            watched = monitor(model.encoder) if due and monitor is not None else {}
-            history.append({
-                "epoch": epoch + 1, "step": step, "loss": last_loss, "lr": lr_at(step - 1, total, warmup, base_lr),
-                "images_per_s": (steps_per_epoch - first) * b / wall, "epoch_s": wall, **kappa_stats(kappas),
-                **({"skipped_steps": epoch_skipped} if cfg.optim.skip_nonfinite else {}), **watched,
-            })
-            loggers.epoch(history[-1], torch.cat(kappas) if kappas else None)
-            checkpoint(epoch + 1)
-            if stop.signal is not None and epoch + 1 < cfg.optim.epochs:  # a signal at an epoch's last step
-                raise Stopped(stop.signal, step, run.last)  # (or in a one-step epoch) stops here, epoch saved
-    if loggers.items:
-        log_projector(loggers, model, splits)
-    loggers.close()
 
-    return PretrainResult(run.root, cfg.optim.epochs, step, last_loss, time.perf_counter() - t_start)
+def _end_epoch(loop: Loop, state: TrainState, ep: EpochState, epoch: int, wall: float) -> None:
+    """The epoch's row in the history (mean loss, lr, throughput, kappas, kNN monitor), loggers, checkpoint."""
+    cfg, spe = loop.cfg, loop.schedule.steps_per_epoch
+    last_loss = float(mean_over_ranks(ep.loss_sum)) / max(1, spe - ep.skipped)
+    due = loop.monitor is not None and ((epoch + 1) % loop.every == 0 or epoch + 1 == cfg.optim.epochs)
+    watched = loop.monitor(loop.step.model.encoder) if due and loop.monitor is not None else {}
+    state.history.append({
+        "epoch": epoch + 1, "step": state.step, "loss": last_loss, "lr": loop.schedule.lr(state.step - 1),
+        "images_per_s": (spe - ep.first) * cfg.optim.batch_size / wall, "epoch_s": wall, **kappa_stats(ep.kappas),
+        **({"skipped_steps": ep.skipped} if cfg.optim.skip_nonfinite else {}), **watched,
+    })
+    loop.loggers.epoch(state.history[-1], torch.cat(ep.kappas) if ep.kappas else None)
+    state.checkpoint(epoch + 1)

@@ -91,9 +91,9 @@ def test_nan_loss_stops_with_the_step_named(tmp_path, monkeypatch):
 
 def _nan_every(monkeypatch, calls):
     """Make the loss NaN at the given (0-based) training steps, as a numerical fault would."""
-    import probclr.train.pretrain as train
+    import probclr.train.step as step_mod
 
-    real, count = train.contrastive_loss, {"n": 0}
+    real, count = step_mod.contrastive_loss, {"n": 0}
 
     def faulty(out, cfg):
         loss, kappa = real(out, cfg)
@@ -101,7 +101,7 @@ def _nan_every(monkeypatch, calls):
         count["n"] += 1
         return (loss * float("nan"), kappa) if n in calls else (loss, kappa)
 
-    monkeypatch.setattr(train, "contrastive_loss", faulty)
+    monkeypatch.setattr(step_mod, "contrastive_loss", faulty)
 
 
 def test_nonfinite_steps_are_skipped_and_counted_when_configured(tmp_path, monkeypatch):

@@ -1,0 +1,64 @@
+"""One SimCLR training step, shared by pretraining and ``probclr bench``: two augmented views of a batch,
+the head's output, the contrastive loss and its gradients. The optimiser step stays with the caller, which
+may skip it (a non-finite loss)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from probclr.config import Config
+from probclr.data.augment import SimCLRAugment
+from probclr.device import autocast
+from probclr.model.heads import Embedding, HeadOutput, SimCLRModel
+from probclr.model.losses import mc_infonce_global, nt_xent_global
+from probclr.train.gradcache import grad_cached_backward
+
+
+class StepModel(NamedTuple):
+    """What a step runs: the model (whose parameters get gradients), the callable that runs it (the model
+    itself, compiled, or wrapped for DDP), the config and the device."""
+
+    model: SimCLRModel
+    forward: Callable[[Tensor], tuple[Tensor, HeadOutput]]
+    cfg: Config
+    device: torch.device
+
+
+def contrastive_loss(out: HeadOutput, cfg: Config) -> tuple[Tensor, Tensor | None]:
+    """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
+    With several processes both losses contrast against the global batch (``*_global``)."""
+    if isinstance(out, Embedding):
+        mu_a, mu_b = out.mu.chunk(2)
+        k_a, k_b = out.kappa.chunk(2)
+        loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
+        return loss, out.kappa.detach()
+    z_a, z_b = out.float().chunk(2)  # (B, P) each
+    return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
+
+
+def two_views(aug: SimCLRAugment, x: Tensor, gen: torch.Generator) -> Tensor:
+    """uint8 (B, C, H, W) -> float (2B, 3, S, S): every image's first view, then every image's second."""
+    return torch.cat([aug(x, gen), aug(x, gen)])
+
+
+def train_step(m: StepModel, views: Tensor, opt: torch.optim.Optimizer) -> tuple[Tensor, Tensor | None]:
+    """Gradients of the contrastive loss of ``views`` (2B, 3, S, S) in the model's parameters (the full
+    batch's exact gradient chunk by chunk with ``optim.grad_cache_chunk``); returns the loss and the kappas."""
+    cfg = m.cfg
+    if cfg.run.channels_last:
+        views = views.contiguous(memory_format=torch.channels_last)
+
+    def head(v: Tensor) -> HeadOutput:
+        with autocast(m.device, cfg.run.amp):
+            return m.forward(v)[1]  # (2B, P) projections, or (mu, kappa) of the probabilistic head
+
+    opt.zero_grad(set_to_none=True)
+    if cfg.optim.grad_cache_chunk:
+        return grad_cached_backward(m.model, head, views, lambda o: contrastive_loss(o, cfg), cfg.optim.grad_cache_chunk)
+    loss, kappa = contrastive_loss(head(views), cfg)
+    loss.backward()
+    return loss, kappa
