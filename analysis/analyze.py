@@ -38,7 +38,7 @@ from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoi
 
 def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
     """The embeddings file of a checkpoint, refused when missing, unsafe, from another checkpoint or outdated."""
-    path = run.root / "embeddings" / f"{checkpoint.stem}.pt"
+    path = run.embeddings_path(checkpoint)
     if not path.is_file():
         raise ProbclrError(
             f"run {str(run.root)!r} has no embeddings ({str(path)!r}); make them with `probclr embed --run {run.root}`"
@@ -182,7 +182,7 @@ def analyze_run(
     human = None
     if cifar10h is not None:  # validate before the long work
         human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg.data), cifar10h_order)
-    final = run.root / ("analysis" if split == "test" else "analysis-val")
+    final = run.analysis_dir(split)
     with staged_dir(final) as out:  # all of the new analysis, or the old one untouched
         (out / "figures").mkdir()
         _analyze_into(out, run, ckpt, cfg, emb, human, command, cifar10h, seeds, ambiguity_images, map_points, start,

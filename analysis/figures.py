@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from analysis.plots import save_figure  # noqa: E402
+from analysis.render import plt, save_figure, sns
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
+from analysis.render import plt, save_figure, sns
 from probclr.eval.results import ResultRow, rows_frame
-from probclr.io import atomic_write_bytes  # noqa: E402
-
-
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 130) -> Path:
-    """Render ``fig`` to PNG in memory, then write it atomically (a full disk leaves no temporary file)."""
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def accuracy_vs_fraction(rows: list[ResultRow], path: Path, title: str = "") -> Path:

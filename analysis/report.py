@@ -13,10 +13,12 @@ from typing import Any
 import pandas as pd
 
 from analysis.plots import accuracy_vs_fraction, monitor_curves
+from analysis.render import series_pm
 from analysis.seed_summary import across_seeds, kappa_verdicts, run_measures
 from probclr.errors import ProbclrError
 from probclr.eval.results import ResultRow, load_rows
 from probclr.io import atomic_write_text, read_csv, read_json
+from probclr.run.rundir import RunDir
 
 FIGURES = [("reliability.png", "Reliability diagrams (label-subset seed 0)"),
            ("calibration.png", "ECE and NLL across label fractions"),
@@ -36,11 +38,13 @@ class RunInfo:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        run = RunDir(root)
         if not root.is_dir():
             raise ProbclrError(f"run directory {str(root)!r} does not exist")
-        results = [p for p in (root / "eval" / "last" / "results.json", root / "results.json") if p.is_file()]
+        # a pretraining run's test results, or a supervised run's (its results.json sits at the top)
+        results = [p for p in (run.results_path(), root / "results.json") if p.is_file()]
         self.results = results[0] if results else None
-        self.analysis = root / "analysis" if (root / "analysis" / "analysis.json").is_file() else None
+        self.analysis = run.analysis_dir() if (run.analysis_dir() / "analysis.json").is_file() else None
         if self.results is None and self.analysis is None:
             raise ProbclrError(
                 f"{str(root)!r} has neither evaluation results nor an analysis: run `probclr evaluate --run {root}`"
@@ -49,13 +53,13 @@ class RunInfo:
         self.meta: dict[str, Any] = read_json(self.results, "results file") if self.results else {}
         self.rows: list[ResultRow] = load_rows(self.results) if self.results else []
         self.name = root.name
-        prov = root / "provenance.json"
+        prov = run.provenance_path
         self.command = str(read_json(prov, "provenance file").get("command", "")) if prov.is_file() else ""
         self.analysis_meta = read_json(self.analysis / "analysis.json", "analysis record") if self.analysis else {}
 
     def monitor(self) -> list[tuple[int, float]]:
         """(epoch, kNN validation accuracy) of every monitored epoch in metrics.jsonl."""
-        path = self.root / "metrics.jsonl"
+        path = RunDir(self.root).metrics_path
         points = []
         for line in path.read_text().splitlines() if path.is_file() else []:
             try:
@@ -90,11 +94,6 @@ def unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _pm(series: pd.Series, scale: float = 1.0, digits: int = 1) -> str:
-    m, s = series.mean() * scale, series.std() * scale
-    return f"{m:.{digits}f}" if len(series) < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
 def accuracy_table(runs: list[RunInfo]) -> pd.DataFrame:
     """Accuracy per run, method, probe and fraction, mean ± std over label seeds."""
     rows = []
@@ -105,7 +104,7 @@ def accuracy_table(runs: list[RunInfo]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
-    g = df.groupby(["run", "method", "probe", "fraction"])["accuracy"].apply(lambda s: _pm(s, 100)).reset_index()
+    g = df.groupby(["run", "method", "probe", "fraction"])["accuracy"].apply(lambda s: series_pm(s, 100)).reset_index()
     t = g.pivot(index=["run", "method", "probe"], columns="fraction", values="accuracy")
     t.columns = [f"{100 * c:g} % labels" for c in t.columns]
     return t.reset_index()
@@ -117,7 +116,7 @@ def calibration_table(cal: pd.DataFrame) -> pd.DataFrame:
     out = g.agg(seeds=("seed", "nunique"), labels=("labels", "first")).reset_index()
     for col, scale, digits, label in (("accuracy", 100, 1, "accuracy %"), ("ece", 100, 1, "ECE %"),
                                       ("nll", 1, 3, "NLL"), ("brier", 1, 3, "Brier")):
-        out[label] = g[col].apply(lambda s, sc=scale, dg=digits: _pm(s, sc, dg)).to_numpy()
+        out[label] = g[col].apply(lambda s, sc=scale, dg=digits: series_pm(s, sc, dg)).to_numpy()
     out["fraction"] = [f"{100 * f:g} %" for f in out["fraction"]]
     return out
 
@@ -126,8 +125,8 @@ def uncertainty_table(unc: pd.DataFrame) -> pd.DataFrame:
     """Misclassification AUROC and AURC per fraction and certainty score, mean ± std over label seeds."""
     g = unc.groupby(["fraction", "score"], sort=False)
     out = g.agg(seeds=("seed", "nunique")).reset_index()
-    out["AUROC"] = g["auroc"].apply(lambda s: _pm(s, 1, 3)).to_numpy()
-    out["AURC"] = g["aurc"].apply(lambda s: _pm(s, 1, 3)).to_numpy()
+    out["AUROC"] = g["auroc"].apply(lambda s: series_pm(s, 1, 3)).to_numpy()
+    out["AURC"] = g["aurc"].apply(lambda s: series_pm(s, 1, 3)).to_numpy()
     out["fraction"] = [f"{100 * f:g} %" for f in out["fraction"]]
     return out
 

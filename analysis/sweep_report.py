@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from analysis.figures import _save  # noqa: E402
-from probclr.errors import ProbclrError  # noqa: E402
-from probclr.io import DamagedFileError, atomic_write_text, read_json  # noqa: E402
+from analysis.render import mean_pm, plt, save_figure, sns
+from probclr.errors import ProbclrError
+from probclr.io import DamagedFileError, atomic_write_text, read_json
 
 
 def sweep_frame(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -60,8 +55,7 @@ def sweep_table(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     g = df.groupby(keys, dropna=False)
     out = g.agg(seeds=("point_seed", "nunique"), n=("accuracy", "size")).reset_index()
     for col in ("accuracy", "ece"):
-        m, s = g[col].mean().to_numpy() * 100, g[col].std().to_numpy() * 100
-        out[f"{col} %"] = [f"{a:.1f}" if pd.isna(b) else f"{a:.1f} ± {b:.1f}" for a, b in zip(m, s, strict=True)]
+        out[f"{col} %"] = [mean_pm(a, b, 100) for a, b in zip(g[col].mean(), g[col].std(), strict=True)]
     out["epoch"] = [("" if e < 0 else int(e)) for e in out["epoch"]]
     return out
 
@@ -104,7 +98,7 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
     ax.set_title(f"{meta['spec']['name']}: {split} accuracy (mean ± sd)")
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=130)
 
 
 def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:

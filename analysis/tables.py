@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.render import mean_pm
 from probclr.eval.results import ResultRow, summary_frame
-
-
-def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
-    if pd.isna(std):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 def summary_table(rows: list[ResultRow]) -> pd.DataFrame:
@@ -18,9 +13,9 @@ def summary_table(rows: list[ResultRow]) -> pd.DataFrame:
     s = summary_frame(rows)
     return pd.DataFrame({
         "method": s["method"], "probe": s["probe"], "fraction": s["fraction"], "labels": s["n_labels"],
-        "accuracy %": [_pm(m, d) for m, d in zip(s["accuracy_mean"], s["accuracy_std"], strict=True)],
-        "NLL": [_pm(m, d, 1.0, 3) for m, d in zip(s["nll_mean"], s["nll_std"], strict=True)],
-        "ECE %": [_pm(m, d) for m, d in zip(s["ece_mean"], s["ece_std"], strict=True)],
+        "accuracy %": [mean_pm(m, d, 100) for m, d in zip(s["accuracy_mean"], s["accuracy_std"], strict=True)],
+        "NLL": [mean_pm(m, d, 1.0, 3) for m, d in zip(s["nll_mean"], s["nll_std"], strict=True)],
+        "ECE %": [mean_pm(m, d, 100) for m, d in zip(s["ece_mean"], s["ece_std"], strict=True)],
         "seeds": s["seeds"],
     })
 
@@ -33,7 +28,7 @@ def format_table(rows: list[ResultRow]) -> str:
 def comparison_table(rows: list[ResultRow]) -> pd.DataFrame:
     """Accuracy (%) with fractions as columns and method/probe as rows, for side-by-side reading."""
     s = summary_frame(rows)
-    s["cell"] = [_pm(m, d) for m, d in zip(s["accuracy_mean"], s["accuracy_std"], strict=True)]
+    s["cell"] = [mean_pm(m, d, 100) for m, d in zip(s["accuracy_mean"], s["accuracy_std"], strict=True)]
     s["row"] = s["method"] + " / " + s["probe"]
     table = s.pivot(index="row", columns="fraction", values="cell")
     table.columns = [f"{c:g}" for c in table.columns]

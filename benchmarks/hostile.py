@@ -123,7 +123,8 @@ def config_cases(t: Path) -> list[Case]:
     return cases
 
 
-def _crafted(run: Path, t: Path, name: str, change: Callable[[dict], None]) -> Path:
+def crafted_run(run: Path, t: Path, name: str, change: Callable[[dict], None]) -> Path:
+    """A copy of ``run`` whose last checkpoint ``change`` has edited (the hostile test uses it too)."""
     other = t / f"crafted-{name}"
     shutil.copytree(run, other)
     ckpt = other / "checkpoints" / "last.pt"
@@ -146,7 +147,7 @@ def reader_cases(t: Path, run: Path) -> list[Case]:
                "model of strings": lambda s: s.__setitem__("model", {"a": "b"}),
                "other model": lambda s: s["config"]["model"].__setitem__("convnet_widths", [8, 32])}
     for cname, change in changes.items():
-        crafted = _crafted(run, t, cname.replace(" ", "_").replace("'", ""), change)
+        crafted = crafted_run(run, t, cname.replace(" ", "_").replace("'", ""), change)
         for prefix in readers.values():
             cases.append(Case("crafted checkpoints", [*prefix, str(crafted)], "error:", (t / "x.ts",)))
         cases.append(Case("crafted checkpoints", ["pretrain", "--out", str(crafted), "--resume"], "error:"))

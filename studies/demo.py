@@ -12,6 +12,7 @@ from probclr.config import Config, merge
 from probclr.eval.evaluate import evaluate_run
 from probclr.eval.results import ResultRow, save_results
 from probclr.eval.supervised import run_supervised
+from probclr.run.rundir import RunDir
 from probclr.train.pretrain import Progress, pretrain
 
 
@@ -29,13 +30,13 @@ def run_demo(
     """The default job: pretrain, evaluate at every fraction, compare with random and supervised, draw the figure."""
     out = Path(out)
     log("1/4 SimCLR pretraining")
-    pretrain(cfg, out / "simclr", resume=(out / "simclr" / "checkpoints" / "last.pt").exists(),
+    pretrain(cfg, out / "simclr", resume=RunDir(out / "simclr").last.exists(),
              on_progress=on_progress, command=command)
     log("2/4 frozen-encoder probes at each label fraction")
     rows, _ = evaluate_run(out / "simclr", cfg.eval, method="simclr", command=command)
     log("3/4 the same probes on a randomly initialised encoder")
     random_cfg = merge(cfg, {"optim.epochs": 0})
-    if not (out / "random" / "checkpoints" / "last.pt").exists():
+    if not RunDir(out / "random").last.exists():
         pretrain(random_cfg, out / "random", command=command)
     rows += evaluate_run(out / "random", cfg.eval, method="random-init", command=command)[0]
     log("4/4 supervised baseline trained from scratch on each fraction")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -60,18 +59,28 @@ def _unpack(d: dict[str, object]) -> Splits:
     return Splits(**parts)
 
 
-def cached(cfg: DataConfig, name: str, root: Path, build: Callable[[], Splits]) -> Splits:
-    """Return the decoded splits of ``root``, from the cache when the source files are unchanged."""
-    key = _fingerprint([name, str(root.resolve()), str(cfg.image_size)], root)
-    path = cache_dir(cfg) / f"{name}-{key}.pt"
-    if path.exists():
+class DecodedCache:
+    """One entry of the cache: a source's decoded splits, keyed by the source's name, its files (names,
+    sizes, times) and the image size. The caller looks up, and on a miss reads the source and puts it."""
+
+    def __init__(self, cfg: DataConfig, name: str, root: Path) -> None:
+        key = _fingerprint([name, str(root.resolve()), str(cfg.image_size)], root)
+        self.path = cache_dir(cfg) / f"{name}-{key}.pt"
+
+    def get(self) -> Splits | None:
+        """The cached splits, or None on a miss (a damaged entry is deleted, never trusted)."""
+        if not self.path.exists():
+            return None
         try:
-            return _unpack(torch.load(path, weights_only=True))
+            return _unpack(torch.load(self.path, weights_only=True))
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    splits: Splits = build()
-    try:
-        atomic_torch_save(path, _pack(splits))
-    except OutputError:
-        pass  # an unwritable cache dir only costs the next run a re-decode
-    return splits
+            self.path.unlink(missing_ok=True)
+            return None
+
+    def put(self, splits: Splits) -> Splits:
+        """Store freshly decoded splits (an unwritable cache folder only costs the next run a re-decode)."""
+        try:
+            atomic_torch_save(self.path, _pack(splits))
+        except OutputError:
+            pass
+        return splits

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from probclr.config import DataConfig
-from probclr.data.cache import cached
+from probclr.data.cache import DecodedCache
 from probclr.data.folders import read_image_folder
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import hold_out_validation
@@ -187,15 +187,18 @@ def cifar10(cfg: DataConfig) -> Splits:
     """CIFAR-10 from torchvision's python batches or an ImageFolder copy (train/, test/), cached once decoded."""
     root, batches = _cifar10_batches(cfg)
     if batches.is_dir():
-        return cached(cfg, "cifar10-batches", batches, lambda: _read_cifar_batches(batches))
+        entry = DecodedCache(cfg, "cifar10-batches", batches)
+        return entry.get() or entry.put(_read_cifar_batches(batches))
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return cached(cfg, "cifar10-folder", root, lambda: _split_folders(root, cfg.image_size))
+        entry = DecodedCache(cfg, "cifar10-folder", root)
+        return entry.get() or entry.put(_split_folders(root, cfg.image_size))
     if cfg.download:
         import torchvision
 
         root.mkdir(parents=True, exist_ok=True)
         torchvision.datasets.CIFAR10(str(root), train=True, download=True)
-        return cached(cfg, "cifar10-batches", batches, lambda: _read_cifar_batches(batches))
+        entry = DecodedCache(cfg, "cifar10-batches", batches)
+        return entry.get() or entry.put(_read_cifar_batches(batches))
     raise DataError(
         f"no CIFAR-10 in {str(root)!r}: pass --data-dir DIR holding cifar-10-batches-py or train/<class>/ and"
         " test/<class>/ image folders, or add --download to fetch it with torchvision"
@@ -248,7 +251,8 @@ def stl10(cfg: DataConfig) -> Splits:
 
         root.mkdir(parents=True, exist_ok=True)
         torchvision.datasets.STL10(str(root), split="train", download=True)
-    return cached(cfg, "stl10", folder, lambda: _read_stl10_binary(folder))
+    entry = DecodedCache(cfg, "stl10", folder)
+    return entry.get() or entry.put(_read_stl10_binary(folder))
 
 
 def imagefolder(cfg: DataConfig) -> Splits:
@@ -262,11 +266,14 @@ def imagefolder(cfg: DataConfig) -> Splits:
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a folder")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return cached(cfg, "imagefolder-split", root, lambda: _split_folders(root, cfg.image_size))
+        entry = DecodedCache(cfg, "imagefolder-split", root)
+        return entry.get() or entry.put(_split_folders(root, cfg.image_size))
+    entry = DecodedCache(cfg, "imagefolder", root)
+    return entry.get() or entry.put(_one_folder(root, cfg.image_size))
 
-    def build() -> Splits:
-        s = read_image_folder(root, cfg.image_size)
-        empty = ImageSet(s.images[:0], s.labels[:0], s.classes)
-        return Splits(pretrain=s, train=s if s.classes else empty, test=empty)
 
-    return cached(cfg, "imagefolder", root, build)
+def _one_folder(root: Path, size: int | None) -> Splits:
+    """One folder (class subfolders or flat): every image pretrains; labeled images form the label pool."""
+    s = read_image_folder(root, size)
+    empty = ImageSet(s.images[:0], s.labels[:0], s.classes)
+    return Splits(pretrain=s, train=s if s.classes else empty, test=empty)

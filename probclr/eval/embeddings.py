@@ -73,6 +73,6 @@ def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: s
         for key, value in embed_images(model, part.images, cfg.eval.batch_size).items():
             out[f"{name}.{key}"] = value
         out[f"{name}.labels"] = part.labels.clone()
-    path = run.root / "embeddings" / f"{ckpt.stem}.pt"
+    path = run.embeddings_path(ckpt)
     atomic_torch_save(path, out)
     return path

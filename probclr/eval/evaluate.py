@@ -123,8 +123,7 @@ def _evaluate(
         "wall_s": time.perf_counter() - t0, "split": split, "split_sizes": split_sizes(splits),
         "data_config": dataclasses.asdict(data_cfg),
     }
-    out_dir = run.root / "eval" / ckpt.stem
-    out = save_results(out_dir if split == "test" else out_dir / split, rows, meta)
+    out = save_results(run.eval_dir(ckpt, split), rows, meta)
     return rows, out
 
 

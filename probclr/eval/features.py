@@ -16,7 +16,7 @@ from probclr.model.build import build_model
 from probclr.model.forward import embed
 from probclr.model.heads import SimCLRModel
 from probclr.run.checkpoint import CheckpointError, file_digest, load_checkpoint, load_failure_reason
-from probclr.run.rundir import config_from_checkpoint
+from probclr.run.rundir import RunDir, config_from_checkpoint
 
 _FEATURES_VERSION = "2"
 
@@ -90,7 +90,7 @@ def cached_features(
     folders, another dataset of the same size or another split never reuse a stale cache)."""
     digest = file_digest(checkpoint)
     key = hashlib.sha256(f"{_FEATURES_VERSION}:{digest}:{content_digest(train, evaluated)}".encode()).hexdigest()
-    path = run_dir / "features" / f"{key[:24]}.pt"
+    path = RunDir(run_dir).features_path(key[:24])
     if path.exists():
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)

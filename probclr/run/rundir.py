@@ -36,9 +36,26 @@ class RunDir:
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.root / "checkpoints" / f"epoch_{epoch:04d}.pt"
 
-    @property
-    def features_dir(self) -> Path:
-        return self.root / "features"
+    def features_path(self, key: str) -> Path:
+        """The cached frozen features under ``key`` (checkpoint and image contents)."""
+        return self.root / "features" / f"{key}.pt"
+
+    def embeddings_path(self, checkpoint: Path) -> Path:
+        """The embeddings (h, mu, kappa, projection norm) of a checkpoint, from `probclr embed`."""
+        return self.root / "embeddings" / f"{checkpoint.stem}.pt"
+
+    def eval_dir(self, checkpoint: Path, split: str = "test") -> Path:
+        """Where `probclr evaluate` writes the results of a checkpoint (a ``val`` subfolder for validation)."""
+        base = self.root / "eval" / checkpoint.stem
+        return base if split == "test" else base / split
+
+    def results_path(self, checkpoint_stem: str = "last") -> Path:
+        """The test results of a checkpoint (its presence marks a finished evaluation)."""
+        return self.root / "eval" / checkpoint_stem / "results.json"
+
+    def analysis_dir(self, split: str = "test") -> Path:
+        """Where `probclr analyze` writes (``analysis-val`` for the validation split)."""
+        return self.root / ("analysis" if split == "test" else f"analysis-{split}")
 
     def write_header(self, cfg: Config, provenance: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -46,8 +63,6 @@ class RunDir:
         atomic_write_json(self.provenance_path, provenance)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-
-
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def require_checkpoint(self) -> Path:

@@ -22,16 +22,22 @@ def run(tmp_path_factory):
     return out
 
 
-def _crafted(run, tmp_path, change):
-    import shutil
+def _benchmark():
+    """benchmarks/hostile.py as a module (a script, not a package); loaded once."""
+    import importlib.util
 
-    other = tmp_path / "crafted"
-    shutil.copytree(run, other)
-    ckpt = other / "checkpoints" / "last.pt"
-    state = torch.load(ckpt, weights_only=True)
-    change(state)
-    torch.save(state, ckpt)
-    return other
+    from conftest import REPO
+
+    if "hostile" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("hostile", REPO / "benchmarks" / "hostile.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["hostile"] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules["hostile"]
+
+
+def _crafted(run, tmp_path, change):
+    return _benchmark().crafted_run(run, tmp_path, "case", change)
 
 
 CRAFTED = {
@@ -124,14 +130,7 @@ def test_non_utf8_folder_names(tmp_path):
 @pytest.mark.slow
 def test_the_hostile_campaign_handles_every_case():
     """benchmarks/hostile.py (the counts of BENCHMARKS §10): every one of its 400+ cases handled."""
-    import importlib.util
-
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("hostile", REPO / "benchmarks" / "hostile.py")
-    hostile = importlib.util.module_from_spec(spec)
-    sys.modules["hostile"] = hostile  # its dataclasses look their module up
-    spec.loader.exec_module(hostile)
+    hostile = _benchmark()
     outcomes, failures = hostile.campaign()
     assert sum(sum(c.values()) for c in outcomes.values()) >= 400 and len(outcomes) >= 10
     assert failures == []

@@ -1,0 +1,40 @@
+"""How numbers and figures are shown, in one place: the headless plotting backend, "mean ± std" strings,
+and figures written to PNG atomically. Every table and figure module of ``analysis`` renders through it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from probclr.io import atomic_write_bytes  # noqa: E402
+
+__all__ = ["mean_pm", "plt", "save_figure", "series_pm", "sns"]
+
+
+def mean_pm(mean: float, std: float, scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± std`` (both times ``scale``) to ``digits`` decimals; the mean alone when std is undefined."""
+    if pd.isna(std):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def series_pm(series: pd.Series, scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± std`` of a series (sample std; the mean alone for a single value)."""
+    return mean_pm(series.mean(), series.std() if len(series) > 1 else float("nan"), scale, digits)
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 130) -> Path:
+    """Render ``fig`` to PNG in memory, then write it atomically (a full disk leaves no temporary file)."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
