@@ -83,7 +83,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     """NT-Xent or the probabilistic MCInfoNCE (--new-loss): temperature, draws, kappa bounds, KL weight."""
-    name: Literal["nt_xent", "mc_infonce"] = "nt_xent"  # mc_infonce: the probabilistic loss (--new-loss)
+    # mc_infonce: the probabilistic loss (--new-loss); shrinkage: its deterministic baseline (kappa as a learned
+    # per-view temperature, no sampling; losses.shrinkage_nt_xent_global)
+    name: Literal["nt_xent", "mc_infonce", "shrinkage"] = "nt_xent"
     temperature: float = 0.5  # tau; SimCLR uses 0.5 on CIFAR-10 (App. B.9)
     samples: int = 8  # mc_infonce: Monte-Carlo draws of every embedding per step
     kappa_min: float = 1.0  # mc_infonce: bounds of the head's concentration

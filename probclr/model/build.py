@@ -14,7 +14,7 @@ def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
     encoder = build_encoder(cfg.model, mean, std)
     hidden = cfg.model.proj_hidden or encoder.out_dim
     head: nn.Module
-    if cfg.loss.name == "mc_infonce":
+    if cfg.loss.name in ("mc_infonce", "shrinkage"):  # both need (mu, kappa)
         head = ProbabilisticHead(encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
     else:
         head = ProjectionHead(encoder.out_dim, hidden, cfg.model.proj_dim)

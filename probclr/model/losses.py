@@ -12,11 +12,12 @@ from probclr.distributed import dist_info, gather_with_grad, local_rows
 from probclr.model.distributions import PowerSpherical
 
 
-def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
+def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True) -> Tensor:
     """NT-Xent (Chen et al. 2020, Eq. 1), the mean over all 2N anchors.
 
     "l(i, j) = -log exp(sim(z_i, z_j)/tau) / sum_{k != i} exp(sim(z_i, z_k)/tau)", with sim the cosine
-    similarity. z_a, z_b: (N, D) projections of two views of the same N images (normalised here).
+    similarity. z_a, z_b: (N, D) projections of two views of the same N images (normalised here; with
+    ``normalize=False`` sim is the plain dot product, as :func:`shrinkage_nt_xent` needs).
     """
     if z_a.ndim != 2 or z_a.shape != z_b.shape:
         raise ValueError(f"z_a and z_b must both have shape (N, D), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
@@ -25,7 +26,8 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
         raise ValueError(f"nt_xent needs N >= 2 pairs (one positive and negatives), got N = {n}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2N, D), unit norm, float32 for the softmax
+    z = torch.cat([z_a, z_b]).float()  # (2N, D), float32 for the softmax
+    z = F.normalize(z, dim=1) if normalize else z
     logits = z @ z.T / temperature  # (2N, 2N)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))  # k != i
@@ -33,7 +35,7 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
     return F.cross_entropy(logits, target)
 
 
-def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
+def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True) -> Tensor:
     """NT-Xent over the global batch of all ranks, for this rank's anchors, scaled for DDP.
 
     z_a, z_b: (B, D) this rank's two views. Every rank gathers all (W*B) pairs as candidates and scores
@@ -44,12 +46,13 @@ def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor
 
     info = dist_info()
     if info.world == 1:
-        return nt_xent(z_a, z_b, temperature)
+        return nt_xent(z_a, z_b, temperature, normalize)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     b = z_a.shape[0]
-    za = F.normalize(gather_with_grad(z_a.float()), dim=1)  # (WB, D)
-    zb = F.normalize(gather_with_grad(z_b.float()), dim=1)
+    za, zb = gather_with_grad(z_a.float()), gather_with_grad(z_b.float())  # (WB, D) each
+    if normalize:
+        za, zb = F.normalize(za, dim=1), F.normalize(zb, dim=1)
     n = za.shape[0]
     z = torch.cat([za, zb])  # (2WB, D): all views a, then all views b
     rows = local_rows(info, b)
@@ -161,3 +164,30 @@ def mc_infonce_global(
     if kl_weight > 0:
         loss = loss + kl_weight * posterior.kl_to_uniform().sum()
     return loss / (2 * n) * info.world
+
+
+def shrinkage(kappa: Tensor, dim: int) -> Tensor:
+    """The mean resultant length of PowerSpherical(mu, kappa) on S^{dim-1}: E[z] = rho mu with
+    rho = kappa / (kappa + dim - 1) (De Cao & Aziz 2020, the mean of the Beta marginal). kappa: (N,) -> (N,)."""
+    return kappa / (kappa + dim - 1)
+
+
+def shrinkage_nt_xent_global(
+    mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, kl_weight: float = 0.0,
+) -> Tensor:
+    """The deterministic baseline of ``mc_infonce``: kappa used only as a learned per-view temperature.
+
+    NT-Xent on the posterior means E[z] = rho mu, so the logit of views i, k is rho_i rho_k mu_i . mu_k / tau
+    with rho = kappa / (kappa + D - 1); no sampling. Plus the same KL(q || uniform) regulariser as
+    ``mc_infonce`` (a function of kappa alone). With kappa -> infinity it is NT-Xent on mu. Over the global
+    batch with several processes, scaled for DDP as :func:`nt_xent_global`. mu_*: (N, D) unit; kappa_*: (N,).
+    """
+    _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, 1, kl_weight)
+    dim = mu_a.shape[1]
+    m_a = F.normalize(mu_a.float(), dim=1) * shrinkage(kappa_a.float(), dim).unsqueeze(1)  # (N, D)
+    m_b = F.normalize(mu_b.float(), dim=1) * shrinkage(kappa_b.float(), dim).unsqueeze(1)
+    loss = nt_xent_global(m_a, m_b, temperature, normalize=False)
+    if kl_weight == 0:
+        return loss
+    kl = _posterior(mu_a, kappa_a, mu_b, kappa_b).kl_to_uniform().mean()  # this rank's views
+    return loss + kl_weight * kl

@@ -14,7 +14,7 @@ from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.device import autocast
 from probclr.model.heads import Embedding, HeadOutput, SimCLRModel
-from probclr.model.losses import mc_infonce_global, nt_xent_global
+from probclr.model.losses import mc_infonce_global, nt_xent_global, shrinkage_nt_xent_global
 from probclr.train.gradcache import grad_cached_backward
 
 
@@ -34,7 +34,10 @@ def contrastive_loss(out: HeadOutput, cfg: Config) -> tuple[Tensor, Tensor | Non
     if isinstance(out, Embedding):
         mu_a, mu_b = out.mu.chunk(2)
         k_a, k_b = out.kappa.chunk(2)
-        loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
+        if cfg.loss.name == "shrinkage":
+            loss = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.kl_weight)
+        else:
+            loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
         return loss, out.kappa.detach()
     z_a, z_b = out.float().chunk(2)  # (B, P) each
     return nt_xent_global(z_a, z_b, cfg.loss.temperature), None

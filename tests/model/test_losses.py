@@ -149,3 +149,48 @@ def test_mc_infonce_kl_weight_penalises_concentration():
     assert (k.grad > 0).all()  # with the bottleneck, very large kappa is pushed back
     with pytest.raises(ValueError, match="kl_weight"):
         mc_infonce(mu_a, k, mu_b, k, 0.2, 8, kl_weight=-1.0)
+
+
+def _shrinkage_slow(mu_a, k_a, mu_b, k_b, t):
+    """The deterministic baseline by its definition, anchor by anchor, in float64."""
+    mu = F.normalize(torch.cat([mu_a, mu_b]).double(), dim=1)
+    kappa = torch.cat([k_a, k_b]).double()
+    rho = kappa / (kappa + mu.shape[1] - 1)
+    n2 = mu.shape[0]
+    total = 0.0
+    for i in range(n2):
+        pos = (i + n2 // 2) % n2
+        logits = [float(rho[i] * rho[k] * (mu[i] @ mu[k]) / t) for k in range(n2) if k != i]
+        target = float(rho[i] * rho[pos] * (mu[i] @ mu[pos]) / t)
+        total += -(target - math.log(sum(math.exp(v) for v in logits)))
+    return total / n2
+
+
+def test_shrinkage_loss_matches_its_definition_and_reduces_to_nt_xent():
+    from probclr.model.distributions import PowerSpherical
+    from probclr.model.losses import shrinkage_nt_xent_global
+
+    g = torch.Generator().manual_seed(0)
+    mu_a, mu_b = (F.normalize(torch.randn(6, 5, generator=g), dim=1) for _ in range(2))
+    k_a, k_b = (torch.rand(6, generator=g) * 50 + 0.5 for _ in range(2))
+    got = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, 0.3)
+    assert float(got) == pytest.approx(_shrinkage_slow(mu_a, k_a, mu_b, k_b, 0.3), rel=1e-5)
+    kl = PowerSpherical(torch.cat([mu_a, mu_b]), torch.cat([k_a, k_b])).kl_to_uniform().mean()
+    with_kl = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, 0.3, kl_weight=0.1)
+    assert float(with_kl) == pytest.approx(float(got + 0.1 * kl), rel=1e-5)
+    huge = torch.full((6,), 1e9)
+    assert float(shrinkage_nt_xent_global(mu_a, huge, mu_b, huge, 0.3)) == pytest.approx(
+        float(nt_xent(mu_a, mu_b, 0.3)), rel=1e-5)
+
+
+def test_shrinkage_is_the_power_spherical_mean_length():
+    """rho = kappa / (kappa + D - 1) against the mean of many Power Spherical draws."""
+    from probclr.model.distributions import PowerSpherical
+    from probclr.model.losses import shrinkage
+
+    torch.manual_seed(0)
+    mu = F.normalize(torch.randn(3, 8), dim=1)
+    kappa = torch.tensor([2.0, 20.0, 200.0])
+    draws = PowerSpherical(mu, kappa).rsample(torch.Size([40000]))  # (M, 3, 8)
+    mean_length = (draws.mean(0) * mu).sum(1)  # E[z] . mu
+    torch.testing.assert_close(mean_length, shrinkage(kappa, 8), atol=4e-3, rtol=0)

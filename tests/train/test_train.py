@@ -172,3 +172,15 @@ def test_new_loss_trains_logs_kappa_and_resumes_exactly(tmp_path):
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_shrinkage_baseline_trains_a_kappa_without_sampling(tmp_path):
+    """loss.name=shrinkage: the probabilistic head, kappa as a per-view temperature; deterministic given the
+    views (two runs with the same seed agree exactly, as the Monte-Carlo loss's runs do too)."""
+    args = [*TINY, "optim.epochs=1", "loss.name=shrinkage", "loss.temperature=0.2", "loss.kl_weight=0.001"]
+    cfg = load_config(None, args)
+    pretrain(cfg, tmp_path / "a")
+    pretrain(cfg, tmp_path / "b")
+    rows = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+    assert 1.0 <= rows[0]["kappa_q10"] <= rows[0]["kappa_q90"] <= 1e4 and math.isfinite(rows[0]["loss"])
+    assert rows[0]["loss"] == read_jsonl(tmp_path / "b" / "metrics.jsonl")[0]["loss"]
