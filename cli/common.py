@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from probclr.config import Config, load_config, merge
+from probclr.config import Config, flag_updates, load_config, merge
 from probclr.errors import ProbclrError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,11 +47,12 @@ def user_errors(fn: F) -> F:
 def assemble_config(
     config: Path | None,
     sets: list[str] | None,
-    **flags: Any,
+    flags: list[tuple[Callable[[Config], object], object]] | None = None,
 ) -> Config:
-    """YAML, then ``--set`` overrides, then the named flags (``section__key=value``; None = not given)."""
+    """YAML, then ``--set`` overrides, then the named flags: (field selector, value) pairs such as
+    ``(lambda c: c.optim.epochs, epochs)``; a value of None means the flag was not given."""
     cfg = load_config(config, sets or [])
-    updates = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+    updates = flag_updates(flags or [])
     return merge(cfg, updates) if updates else cfg
 
 

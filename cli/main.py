@@ -56,11 +56,12 @@ def pretrain(
     own = out / "config.yaml"
     if resume and config is None and own.is_file():
         config = own  # --resume needs only --out: the run's own config, plus any flag given now
-    cfg = assemble_config(
-        config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
-        data__download=download or None, optim__epochs=epochs, optim__batch_size=batch_size,
-        run__device=device, run__seed=seed, loss__name="mc_infonce" if new_loss else None,
-    )
+    cfg = assemble_config(config, set_, [
+        (lambda c: c.data.dataset, dataset), (lambda c: c.data.data_dir, str(data_dir) if data_dir else None),
+        (lambda c: c.data.download, download or None), (lambda c: c.optim.epochs, epochs),
+        (lambda c: c.optim.batch_size, batch_size), (lambda c: c.run.device, device), (lambda c: c.run.seed, seed),
+        (lambda c: c.loss.name, "mc_infonce" if new_loss else None),
+    ])
     if nproc is not None and nproc != 1:
         _launch(ctx, cfg, nproc)
         return
@@ -169,10 +170,11 @@ def supervised(
     from analysis.tables import format_table
     from probclr.eval.supervised import run_supervised
 
-    cfg = assemble_config(
-        config, set_, data__dataset=dataset, data__data_dir=str(data_dir) if data_dir else None,
-        eval__fractions=fraction or None, eval__seeds=seeds, supervised__steps=steps, run__device=device,
-    )
+    cfg = assemble_config(config, set_, [
+        (lambda c: c.data.dataset, dataset), (lambda c: c.data.data_dir, str(data_dir) if data_dir else None),
+        (lambda c: c.eval.fractions, fraction or None), (lambda c: c.eval.seeds, seeds),
+        (lambda c: c.supervised.steps, steps), (lambda c: c.run.device, device),
+    ])
     if tune and steps is not None:
         fail("--steps fixes the step count; with --tune set the candidates with --set supervised.grid_steps=[...]")
     rows, path = run_supervised(cfg, out, cfg.eval.fractions, cfg.eval.seeds, command_line(ctx), split, tune)

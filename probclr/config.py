@@ -10,6 +10,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -487,3 +488,32 @@ def validate(cfg: Config) -> None:
 def save_config(cfg: Config, path: Path) -> None:
     """Write a Config as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+class _FieldPath:
+    """Records the attribute path a selector reads (``c.optim.batch_size`` -> ("optim", "batch_size"))."""
+
+    def __init__(self, parts: tuple[str, ...] = ()) -> None:
+        self.parts = parts
+
+    def __getattr__(self, name: str) -> _FieldPath:
+        return _FieldPath((*self.parts, name))
+
+
+def field_key(select: Callable[[Config], object]) -> str:
+    """The dotted key of the config field a selector reads: ``field_key(lambda c: c.optim.batch_size)`` is
+    ``"optim.batch_size"``. Command-line flags name their field this way, so a reader (and an editor's
+    go-to-definition) can follow a flag to its field; a key that is not a field is a ConfigError."""
+    path = select(_FieldPath())  # type: ignore[arg-type]
+    if not isinstance(path, _FieldPath) or len(path.parts) != 2:
+        raise ConfigError("a flag must select one field of one config section, like lambda c: c.optim.epochs")
+    section, key = path.parts
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    if section not in sections or key not in {f.name for f in dataclasses.fields(getattr(Config(), section))}:
+        raise ConfigError(f"no config field {section}.{key}")
+    return f"{section}.{key}"
+
+
+def flag_updates(flags: list[tuple[Callable[[Config], object], object]]) -> dict[str, Any]:
+    """``{field_key(select): value}`` for the flags that were given (value not None)."""
+    return {field_key(select): value for select, value in flags if value is not None}

@@ -135,3 +135,15 @@ def test_hostile_yaml_is_refused_in_one_bounded_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["optim.lr=" + "9" * 5000 + "x"])
     assert len(str(err.value)) < 300
+
+
+def test_flags_name_their_field_by_selector():
+    """A command-line flag names its config field in code (a selector), not a string; a selector that does
+    not land on one field of one section is refused."""
+    from probclr.config import ConfigError, field_key, flag_updates
+
+    assert field_key(lambda c: c.optim.batch_size) == "optim.batch_size"
+    assert flag_updates([(lambda c: c.run.seed, 3), (lambda c: c.data.dataset, None)]) == {"run.seed": 3}
+    for bad in (lambda c: c.optim, lambda c: c.optim.nope, lambda c: c.nosection.x, lambda c: 3):
+        with pytest.raises(ConfigError):
+            field_key(bad)
