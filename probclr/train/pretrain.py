@@ -25,6 +25,7 @@ from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
 from probclr.data.residency import BatchSource, make_source
+from probclr.data.sampler import BatchSampler
 from probclr.data.sources import load_splits
 from probclr.data.splits import Splits
 from probclr.device import make_generator, resolve_device
@@ -353,14 +354,13 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
     cfg, info, spe = loop.cfg, loop.info, loop.schedule.steps_per_epoch
     loop.step.model.train()
     t0 = time.perf_counter()
-    ep = state.begin_epoch(loop.data.n, loop.device)
+    sampler = BatchSampler(cfg.optim.batch_size, info.rank, info.world)
+    ep = state.begin_epoch(loop.data.n, loop.device, sampler)
     aug_gen = _epoch_generator(loop, epoch, state.gen)
-    b, per_rank = cfg.optim.batch_size, cfg.optim.batch_size // info.world
     for i in range(ep.first, spe):
         lr = loop.schedule.lr(state.step)
         set_lr(loop.opt, lr)
-        idx = ep.perm[i * b : (i + 1) * b][info.rank * per_rank : (info.rank + 1) * per_rank]
-        x = loop.data.source.batch(idx)  # (B / world, C, H, W) uint8: this process's share of the global batch
+        x = loop.data.source.batch(sampler.indices(ep.perm, i))  # (B / world, C, H, W) uint8: this rank's share
         loss, kappa = train_step(loop.step, two_views(loop.aug, x, aug_gen), loop.opt)
         if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
             state.skip(ep, epoch)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from probclr.config import Config, to_dict
+from probclr.data.sampler import BatchSampler
 from probclr.distributed import barrier
 from probclr.errors import ProbclrError
 from probclr.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -103,11 +104,11 @@ class TrainState:
         self.run.write_metrics(self.history)
         barrier()
 
-    def begin_epoch(self, n: int, device: torch.device) -> EpochState:
+    def begin_epoch(self, n: int, device: torch.device, sampler: BatchSampler) -> EpochState:
         """A fresh shuffle of the ``n`` images, or the stopped epoch's shuffle, step and running sums."""
         loss_sum = torch.zeros((), device=device)
         if self._partial is None:
-            return EpochState(torch.randperm(n, generator=self.gen, device=device), 0, loss_sum)  # perm: (N,)
+            return EpochState(sampler.shuffle(n, self.gen, device), 0, loss_sum)  # perm: (N,)
         p, self._partial = self._partial, None
         loss_sum += float(p["loss_sum"])
         kappas = [p["kappas"].to(device)] if p.get("kappas") is not None else []
