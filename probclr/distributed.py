@@ -8,6 +8,7 @@ returns to each rank the gradient of its own rows (a reduce-scatter of all ranks
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -52,6 +53,7 @@ def owned_process_group() -> Iterator[None]:
         yield
     finally:
         if not before and dist.is_available() and dist.is_initialized():
+            gc.collect()  # drop the DDP wrapper's cycles first, so the group really goes while Python is whole
             dist.destroy_process_group()
 
 

@@ -4,6 +4,7 @@ the concatenated batch."""
 import json
 import math
 import os
+import sys
 
 import pytest
 import torch
@@ -48,6 +49,12 @@ def _finish(rank, world, out_dir, loss, model, **extra):
     torch.save({"loss": total / world, "grads": [p.grad for p in model.parameters()], **extra},
                f"{out_dir}/r{rank}.pt")
     dist.destroy_process_group()
+    # The results are saved. Leave without interpreter finalization: the DDP wrapper still holds the gloo
+    # group, whose worker threads can abort the process while Python tears down (SIGABRT, "terminate called
+    # without an active exception": seen in CI; pytorch/pytorch#179291 describes the mechanism).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _worker(rank, world, port, out_dir):
