@@ -508,7 +508,7 @@ def field_key(select: Callable[[Config], object]) -> str:
     if not isinstance(path, _FieldPath) or len(path.parts) != 2:
         raise ConfigError("a flag must select one field of one config section, like lambda c: c.optim.epochs")
     section, key = path.parts
-    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    sections = {f.name for f in dataclasses.fields(Config)}
     if section not in sections or key not in {f.name for f in dataclasses.fields(getattr(Config(), section))}:
         raise ConfigError(f"no config field {section}.{key}")
     return f"{section}.{key}"
