@@ -92,6 +92,17 @@ class LossConfig:
     kappa_min: float = 1.0  # mc_infonce: bounds of the head's concentration
     kappa_max: float = 1.0e4
     kl_weight: float = 0.0  # mc_infonce: beta of the KL(q || uniform) bottleneck; 0 = plain MCInfoNCE
+    # mc_infonce / shrinkage: where kappa comes from. mlp: a separate branch, log kappa bounded in [kappa_min,
+    # kappa_max]; implicit: the anchor's kappa = ||v||, the norm of the unnormalised projection v (mu = v / ||v||),
+    # times implicit_scale, plus kappa_min, clipped at kappa_max (heads.ImplicitProbabilisticHead). The scale
+    # sets kappa at initialisation (||v|| ~ 5 for the CPU ConvNet: kappa ~ 160, near the mlp branch's 100); with
+    # scale 1, kappa ~ 5 on S^127 makes every draw nearly uniform and the loss starts flat at chance
+    kappa_head: Literal["mlp", "implicit"] = "mlp"
+    implicit_scale: float = 32.0
+    # joint: mu and kappa trained together; mu_then_kappa: the official MCInfoNCE code's two phases -- kappa
+    # detached for the first mu_fraction of the epochs, then mu detached (only kappa's path is trained)
+    phases: Literal["joint", "mu_then_kappa"] = "joint"
+    mu_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -382,6 +393,7 @@ def _ranges(cfg: Config) -> None:
         ("optim.weight_decay", o.weight_decay, 0, 10),
         ("loss.temperature", cfg.loss.temperature, 1e-4, 100), ("loss.samples", cfg.loss.samples, 1, 4096),
         ("loss.kappa_max", cfg.loss.kappa_max, 0, 1e8), ("loss.kl_weight", cfg.loss.kl_weight, 0, 1e3),
+        ("loss.mu_fraction", cfg.loss.mu_fraction, 0, 1), ("loss.implicit_scale", cfg.loss.implicit_scale, 1e-6, 1e6),
         ("eval.batch_size", e.batch_size, 1, 10**6), ("eval.mlp_hidden", e.mlp_hidden, 1, 10**5),
         ("eval.mlp_epochs", e.mlp_epochs, 1, 10**5), ("eval.knn_k", e.knn_k, 1, 10**6), ("eval.seeds", e.seeds, 1, 1000),
         ("supervised.finetune_lr_scale", s.finetune_lr_scale, 0, 100), ("supervised.lr", s.lr, 0, 100),

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from probclr.config import Config
 from probclr.model.backbones import build_encoder
-from probclr.model.heads import ProbabilisticHead, ProjectionHead, SimCLRModel
+from probclr.model.heads import ImplicitProbabilisticHead, ProbabilisticHead, ProjectionHead, SimCLRModel
 
 
 def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
@@ -15,7 +15,9 @@ def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
     hidden = cfg.model.proj_hidden or encoder.out_dim
     head: nn.Module
     if cfg.loss.name in ("mc_infonce", "shrinkage"):  # both need (mu, kappa)
-        head = ProbabilisticHead(encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
+        args = (encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
+        head = (ImplicitProbabilisticHead(*args, scale=cfg.loss.implicit_scale) if cfg.loss.kappa_head == "implicit"
+                else ProbabilisticHead(*args))
     else:
         head = ProjectionHead(encoder.out_dim, hidden, cfg.model.proj_dim)
     return SimCLRModel(encoder, head)

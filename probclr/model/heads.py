@@ -70,3 +70,29 @@ class ProbabilisticHead(nn.Module):
         a = self.concentration(h).float().squeeze(1)  # (B,)
         kappa = torch.exp(self.log_min + (self.log_max - self.log_min) * torch.sigmoid(a))  # (B,)
         return Embedding(mu, kappa)
+
+
+class ImplicitProbabilisticHead(nn.Module):
+    """h -> (mu, kappa) with the concentration implicit in the projection (Kirchhof et al. 2023, official code):
+    v = g(h), mu = v / ||v||, kappa = kappa_min + scale * ||v||, clipped at kappa_max for numerical safety only.
+
+    There is no separate branch: the likelihood decides the scale of v. For an NT-Xent model the same ||v||
+    is the ``proj_norm`` baseline of ``probclr analyze``.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden: int, out_dim: int = 128, kappa_min: float = 1.0, kappa_max: float = 1e4,
+        scale: float = 32.0,
+    ) -> None:
+        super().__init__()
+        if not 0 < kappa_min < kappa_max or not scale > 0:
+            raise ValueError(f"need 0 < kappa_min < kappa_max and scale > 0, got {kappa_min}, {kappa_max}, {scale}")
+        self.direction = ProjectionHead(in_dim, hidden, out_dim)
+        self.kappa_min, self.kappa_max, self.scale = kappa_min, kappa_max, scale
+
+    def forward(self, h: Tensor) -> Embedding:
+        v = self.direction(h).float()  # (B, D)
+        norm = v.norm(dim=1)  # (B,)
+        mu = v / norm.clamp_min(1e-12).unsqueeze(1)  # (B, D)
+        kappa = (self.kappa_min + self.scale * norm).clamp_max(self.kappa_max)  # (B,)
+        return Embedding(mu, kappa)

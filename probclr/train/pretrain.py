@@ -42,7 +42,7 @@ from probclr.train.loggers import Loggers, check_loggers
 from probclr.train.monitor import KNNMonitor, monitor_interval
 from probclr.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.train.state import EpochState, TrainingError, TrainState
-from probclr.train.step import StepModel, train_step, two_views
+from probclr.train.step import StepModel, phase_of, train_step, two_views
 from probclr.train.syncbn import convert_to_global_bn
 
 __all__ = ["PretrainResult", "Progress", "Stopped", "TrainingError", "pretrain"]
@@ -357,11 +357,12 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
     sampler = BatchSampler(cfg.optim.batch_size, info.rank, info.world)
     ep = state.begin_epoch(loop.data.n, loop.device, sampler)
     aug_gen = _epoch_generator(loop, epoch, state.gen)
+    phase = phase_of(cfg, epoch)
     for i in range(ep.first, spe):
         lr = loop.schedule.lr(state.step)
         set_lr(loop.opt, lr)
         x = loop.data.source.batch(sampler.indices(ep.perm, i))  # (B / world, C, H, W) uint8: this rank's share
-        loss, kappa = train_step(loop.step, two_views(loop.aug, x, aug_gen), loop.opt)
+        loss, kappa = train_step(loop.step, two_views(loop.aug, x, aug_gen), loop.opt, phase)
         if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
             state.skip(ep, epoch)
             continue

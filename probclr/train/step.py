@@ -5,7 +5,7 @@ may skip it (a non-finite loss)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,10 +28,30 @@ class StepModel(NamedTuple):
     device: torch.device
 
 
-def contrastive_loss(out: HeadOutput, cfg: Config) -> tuple[Tensor, Tensor | None]:
+Phase = Literal["joint", "mu", "kappa"]  # which of (mu, kappa) gets gradients: both, mu only, kappa only
+
+
+def phase_of(cfg: Config, epoch: int) -> Phase:
+    """``loss.phases = mu_then_kappa``: kappa detached in the first ``mu_fraction`` of the epochs, then mu."""
+    if cfg.loss.phases == "joint":
+        return "joint"
+    return "mu" if epoch < cfg.loss.mu_fraction * cfg.optim.epochs else "kappa"
+
+
+def _detach(out: Embedding, phase: Phase) -> Embedding:
+    if phase == "mu":
+        return Embedding(out.mu, out.kappa.detach())
+    if phase == "kappa":
+        return Embedding(out.mu.detach(), out.kappa)
+    return out
+
+
+def contrastive_loss(out: HeadOutput, cfg: Config, phase: Phase = "joint") -> tuple[Tensor, Tensor | None]:
     """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
-    With several processes both losses contrast against the global batch (``*_global``)."""
+    With several processes both losses contrast against the global batch (``*_global``). ``phase`` detaches
+    kappa ("mu": only mu is trained) or mu ("kappa") of the probabilistic head."""
     if isinstance(out, Embedding):
+        out = _detach(out, phase)
         mu_a, mu_b = out.mu.chunk(2)
         k_a, k_b = out.kappa.chunk(2)
         if cfg.loss.name == "shrinkage":
@@ -48,9 +68,12 @@ def two_views(aug: SimCLRAugment, x: Tensor, gen: torch.Generator) -> Tensor:
     return torch.cat([aug(x, gen), aug(x, gen)])
 
 
-def train_step(m: StepModel, views: Tensor, opt: torch.optim.Optimizer) -> tuple[Tensor, Tensor | None]:
+def train_step(
+    m: StepModel, views: Tensor, opt: torch.optim.Optimizer, phase: Phase = "joint"
+) -> tuple[Tensor, Tensor | None]:
     """Gradients of the contrastive loss of ``views`` (2B, 3, S, S) in the model's parameters (the full
-    batch's exact gradient chunk by chunk with ``optim.grad_cache_chunk``); returns the loss and the kappas."""
+    batch's exact gradient chunk by chunk with ``optim.grad_cache_chunk``); returns the loss and the kappas.
+    ``phase``: see :func:`contrastive_loss`."""
     cfg = m.cfg
     if cfg.run.channels_last:
         views = views.contiguous(memory_format=torch.channels_last)
@@ -61,7 +84,8 @@ def train_step(m: StepModel, views: Tensor, opt: torch.optim.Optimizer) -> tuple
 
     opt.zero_grad(set_to_none=True)
     if cfg.optim.grad_cache_chunk:
-        return grad_cached_backward(m.model, head, views, lambda o: contrastive_loss(o, cfg), cfg.optim.grad_cache_chunk)
-    loss, kappa = contrastive_loss(head(views), cfg)
+        return grad_cached_backward(m.model, head, views, lambda o: contrastive_loss(o, cfg, phase),
+                                    cfg.optim.grad_cache_chunk)
+    loss, kappa = contrastive_loss(head(views), cfg, phase)
     loss.backward()
     return loss, kappa
