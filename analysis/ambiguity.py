@@ -15,19 +15,17 @@ from torch import Tensor
 from analysis.per_image import less_certain_rate, per_image_spearman
 from analysis.uncertainty import Correlation, spearman_ci
 from probclr.data.corruptions import CORRUPTIONS, SEVERITIES, centre_crop, corrupt, crop_area
-from probclr.eval.embeddings import embed_images
+from probclr.eval.embeddings import Embeddings, embed_images
 from probclr.model.heads import SimCLRModel
 
 
-def certainties(out: dict[str, Tensor], probe: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+def certainties(out: Embeddings, probe: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
     """Every certainty score of one embedding pass (larger = more certain): kappa if the head has one, the
     label-free norms (representation, projection before normalisation), and the probe's max-softmax if a
     probe (features -> probabilities) is given."""
-    scores = {"feature_norm": out["features"].double().norm(dim=1), "proj_norm": out["proj_norm"].double()}
-    if "kappa" in out:
-        scores = {"kappa": out["kappa"].double(), **scores}
+    scores = out.label_free()
     if probe is not None:
-        scores["max_softmax"] = probe(out["features"]).double().max(dim=1).values
+        scores["max_softmax"] = probe(out.h).double().max(dim=1).values
     return scores
 
 

@@ -25,35 +25,14 @@ from probclr.config import Config, merge
 from probclr.data.fractions import label_subset
 from probclr.data.sources import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
-from probclr.eval.embeddings import FORMAT as EMBEDDINGS_FORMAT
+from probclr.eval.embeddings import Embeddings, RunEmbeddings, load_run_embeddings
 from probclr.eval.features import load_model
 from probclr.io import atomic_write_json, atomic_write_text, staged_dir
 from probclr.probes.knn import train_knn_probe
 from probclr.probes.linear import LinearProbe, train_linear_probe
 from probclr.probes.metrics import score
 from probclr.provenance import provenance
-from probclr.run.checkpoint import file_digest, load_failure_reason
 from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
-
-
-def load_embeddings(run: RunDir, checkpoint: Path) -> dict[str, Any]:
-    """The embeddings file of a checkpoint, refused when missing, unsafe, from another checkpoint or outdated."""
-    path = run.embeddings_path(checkpoint)
-    if not path.is_file():
-        raise ProbclrError(
-            f"run {str(run.root)!r} has no embeddings ({str(path)!r}); make them with `probclr embed --run {run.root}`"
-        )
-    try:
-        emb = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-        raise ProbclrError(f"refusing to load {str(path)!r}: not a safe probclr embeddings file"
-                           f" ({load_failure_reason(err)})") from err
-    if not isinstance(emb, dict) or emb.get("checkpoint_sha256") != file_digest(checkpoint):
-        raise ProbclrError(f"{str(path)!r} was made from another checkpoint; re-run `probclr embed --run {run.root}`")
-    if emb.get("format") != EMBEDDINGS_FORMAT:
-        raise ProbclrError(f"{str(path)!r} was made by an older probclr (format {emb.get('format', 1)!r}, need"
-                           f" {EMBEDDINGS_FORMAT}); re-run `probclr embed --run {run.root}`")
-    return emb
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
@@ -61,12 +40,13 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def probe_analysis(
-    emb: dict[str, Any], cfg: Config, seeds: int, split: str = "test"
+    emb: RunEmbeddings, cfg: Config, seeds: int, split: str = "test"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, LinearProbe]:
     """Per fraction and label seed: plain / temperature-scaled / Bayesian linear probe scores on ``split``
     (test or val), reliability data (seed 0), and the misclassification AUROC / AURC of every certainty score."""
-    tx, ty, vx, vy = emb["train.features"], emb["train.labels"], emb[f"{split}.features"], emb[f"{split}.labels"]
-    num_classes = len(emb["classes"])
+    pool, evaluated = emb.split("train"), emb.split(split)
+    tx, ty, vx, vy = pool.h, pool.labels, evaluated.h, evaluated.labels
+    num_classes = len(emb.classes)
     ev = cfg.eval
     cal, rel, unc = [], [], []
     probe_for_ambiguity: LinearProbe | None = None
@@ -84,10 +64,10 @@ def probe_analysis(
             logits = probe.logits(vx.float())
             variants = {"linear": torch.softmax(logits, 1), "linear + temperature": torch.softmax(logits / temp, 1),
                         "Bayesian linear (Laplace)": bayes.probs(vx, seed=seed)}
-            if "train.kappa" in emb:  # the kappa-aware probe: a per-image temperature from kappa
-                kt = heldout_kappa_temperature(x, y, emb["train.kappa"][idx], num_classes, probe, ev.holdout, seed,
+            if pool.kappa is not None and evaluated.kappa is not None:  # the kappa-aware probe: T_i from kappa_i
+                kt = heldout_kappa_temperature(x, y, pool.kappa[idx], num_classes, probe, ev.holdout, seed,
                                                ev.max_iter)
-                variants["linear + kappa temperature"] = kt.probs(logits, emb[f"{split}.kappa"])
+                variants["linear + kappa temperature"] = kt.probs(logits, evaluated.kappa)
             for name, probs in variants.items():
                 s = score(probs, vy)
                 cal.append({"probe": name, "fraction": fraction, "seed": seed, "labels": int(idx.numel()),
@@ -100,13 +80,11 @@ def probe_analysis(
                     rel.append(r)
             probs = variants["linear"]
             error = (probs.argmax(1) != vy).numpy()
-            scores = dict(baseline_certainties(probs))
-            scores["feature_norm"] = vx.double().norm(dim=1)
-            scores["proj_norm"] = emb[f"{split}.proj_norm"].double()
             knn = train_knn_probe(x, y, num_classes, ev.knn_k, ev.knn_max_share, ev.knn_temperature).probs(vx)
-            scores["knn_agreement"] = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
-            if f"{split}.kappa" in emb:
-                scores = {"kappa": emb[f"{split}.kappa"].double(), **scores}
+            label_free = evaluated.label_free()  # kappa first, when there is one
+            scores = {**({"kappa": label_free.pop("kappa")} if "kappa" in label_free else {}),
+                      **baseline_certainties(probs), **label_free,
+                      "knn_agreement": knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()}
             for name, c in scores.items():
                 unc.append({"score": name, "fraction": fraction, "seed": seed, "error_rate": float(error.mean()),
                             "auroc": auroc(-c, error), "aurc": risk_coverage(c, error).aurc})
@@ -136,23 +114,25 @@ def human_table(
     return pd.DataFrame(rows)
 
 
-def label_using_scores(emb: dict[str, Any], cfg: Config, probe: LinearProbe, split: str) -> dict[str, Tensor]:
+def label_using_scores(emb: RunEmbeddings, cfg: Config, probe: LinearProbe, split: str) -> dict[str, Tensor]:
     """The certainties that need labels, from the probes on all labels: max-softmax and negative entropy of
     the linear probe, and the kNN probe's agreement with the linear probe's class."""
-    probs = probe.probs(emb[f"{split}.features"].float())
+    pool, evaluated = emb.split("train"), emb.split(split)
+    probs = probe.probs(evaluated.h.float())
     ev = cfg.eval
-    knn = train_knn_probe(emb["train.features"], emb["train.labels"], len(emb["classes"]), ev.knn_k,
-                          ev.knn_max_share, ev.knn_temperature).probs(emb[f"{split}.features"])
+    knn = train_knn_probe(pool.h, pool.labels, len(emb.classes), ev.knn_k,
+                          ev.knn_max_share, ev.knn_temperature).probs(evaluated.h)
     agreement = knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()
     return {**baseline_certainties(probs), "knn_agreement": agreement}
 
 
-def retrieval_table(emb: dict[str, Any], label_free: dict[str, Tensor], split: str = "test") -> pd.DataFrame:
+def retrieval_table(evaluated: Embeddings) -> pd.DataFrame:
     """Recall@1 and MAP@R in mu-space, and the R-AUROC of every label-free certainty score."""
-    r = retrieval(emb[f"{split}.mu"], emb[f"{split}.labels"])
+    r = retrieval(evaluated.mu, evaluated.labels)
     rows = [{"metric": "Recall@1", "score": "", "value": r.recall_at_1},
             {"metric": "MAP@R", "score": "", "value": r.map_at_r}]
-    rows += [{"metric": "R-AUROC", "score": name, "value": r_auroc(s, r.nn_correct)} for name, s in label_free.items()]
+    rows += [{"metric": "R-AUROC", "score": name, "value": r_auroc(s, r.nn_correct)}
+             for name, s in evaluated.label_free().items()]
     return pd.DataFrame(rows)
 
 
@@ -176,12 +156,13 @@ def analyze_run(
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
     if eval_updates:
         cfg = merge(cfg, eval_updates)
-    emb = load_embeddings(run, ckpt)
-    if f"{split}.features" not in emb:
+    emb = load_run_embeddings(run, ckpt)
+    if split not in emb.splits:
         raise ProbclrError(f"the embeddings of {str(run.root)!r} hold no {split} split (data.val_size 0?)")
     human = None
     if cifar10h is not None:  # validate before the long work
-        human = align(load_cifar10h(cifar10h), emb["test.labels"], cifar10_test_in_original_order(cfg.data), cifar10h_order)
+        human = align(load_cifar10h(cifar10h), emb.split("test").labels, cifar10_test_in_original_order(cfg.data),
+                      cifar10h_order)
     final = run.analysis_dir(split)
     with staged_dir(final) as out:  # all of the new analysis, or the old one untouched
         (out / "figures").mkdir()
@@ -191,7 +172,7 @@ def analyze_run(
 
 
 def _analyze_into(
-    out: Path, run: RunDir, ckpt: Path, cfg: Config, emb: dict[str, Any], human: Tensor | None, command: list[str],
+    out: Path, run: RunDir, ckpt: Path, cfg: Config, emb: RunEmbeddings, human: Tensor | None, command: list[str],
     cifar10h: str | None, seeds: int | None, ambiguity_images: int, map_points: int, start: float, split: str,
 ) -> None:
     timings: dict[str, float] = {}
@@ -218,12 +199,10 @@ def _analyze_into(
     _csv(amb.per_image, out / "ambiguity_per_image.csv")
     timings["ambiguity_s"] = time.perf_counter() - t
 
-    vx = emb[f"{split}.features"]
-    label_free = {"feature_norm": vx.double().norm(dim=1), "proj_norm": emb[f"{split}.proj_norm"].double()}
-    if f"{split}.kappa" in emb:
-        label_free = {"kappa": emb[f"{split}.kappa"].double(), **label_free}
+    evaluated = emb.split(split)
+    vx, label_free = evaluated.h, evaluated.label_free()
     t = time.perf_counter()
-    _csv(retrieval_table(emb, label_free, split), out / "retrieval.csv")
+    _csv(retrieval_table(evaluated), out / "retrieval.csv")
     timings["retrieval_s"] = time.perf_counter() - t
     if human is not None:
         _csv(human_table(human, label_free, label_using_scores(emb, cfg, best_probe, split)),
@@ -236,9 +215,9 @@ def _analyze_into(
     for method in ["tsne"] + (["umap"] if umap_available() else []):
         xy = embedding_map(vx[sel], method)
         df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
-                           "class": [emb["classes"][i] for i in emb[f"{split}.labels"][sel].tolist()]})
-        if f"{split}.kappa" in emb:
-            df["kappa"] = emb[f"{split}.kappa"][sel].numpy()
+                           "class": [emb.classes[i] for i in evaluated.labels[sel].tolist()]})
+        if evaluated.kappa is not None:
+            df["kappa"] = evaluated.kappa[sel].numpy()
         maps.append(df)
     _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
     timings["maps_s"] = time.perf_counter() - t
@@ -248,7 +227,7 @@ def _analyze_into(
     timings["figures_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     atomic_write_json(out / "analysis.json", {
-        "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb["checkpoint_sha256"],
+        "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb.checkpoint_sha256,
         "loss": cfg.loss.name, "split": split, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
         "ambiguity_images": n_amb, "map_points": int(sel.numel()),
         "cifar10h": cifar10h, "timings": timings, "provenance": provenance(torch.device("cpu"), command),

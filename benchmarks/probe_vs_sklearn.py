@@ -3,8 +3,8 @@
 
     python benchmarks/probe_vs_sklearn.py --run RUN [--fraction 1.0] [--wd 1e-5 --wd 1e-4] [--out FILE]
 
-Features: the feature cache of a pretrained run (``probclr evaluate --run RUN`` writes it): the frozen
-encoder's h on the label pool and the test images, standardised with the labeled subset's statistics.
+Features: the embeddings of a pretrained run's last checkpoint (``probclr embed --run RUN`` writes them):
+the frozen encoder's h on the label pool and the test images, standardised with the labeled subset's statistics.
 Both solvers minimise mean CE + wd/2 ||W||^2 (scikit-learn: C = 1 / (n wd)); the objective of each
 solution is recomputed here in float64, so "converged" is measured, not assumed.
 """
@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from probclr.data.fractions import label_subset
+from probclr.eval.embeddings import load_run_embeddings
 from probclr.probes.linear import fit_logistic, logistic_loss_and_grad
+from probclr.run.rundir import RunDir
 
 
 def objective(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, wd: float) -> float:
@@ -54,15 +56,16 @@ def main() -> None:
     ap.add_argument("--sk-tol", type=float, default=1e-8)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    caches = sorted((a.run / "features").glob("*.pt"), key=lambda p: p.stat().st_mtime)
-    d = torch.load(caches[-1], weights_only=True)
+    run = RunDir(a.run)
+    emb = load_run_embeddings(run, run.require_checkpoint())
+    pool, test = emb.split("train"), emb.split("test")
     results = []
     for fraction in a.fraction or [1.0]:
-        idx = label_subset(d["train_y"], fraction, 0)
-        x, y = d["train_x"][idx].float(), d["train_y"][idx]
+        idx = label_subset(pool.labels, fraction, 0)
+        x, y = pool.h[idx].float(), pool.labels[idx]
         mu, sd = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
         for wd in a.wd or [1e-5, 1e-4]:
-            r = {"fraction": fraction, **compare((x - mu) / sd, y, (d["test_x"].float() - mu) / sd, wd, a.sk_tol)}
+            r = {"fraction": fraction, **compare((x - mu) / sd, y, (test.h.float() - mu) / sd, wd, a.sk_tol)}
             results.append(r)
             print(json.dumps(r))
     if a.out:

@@ -44,7 +44,7 @@ def main() -> None:
 
     def step(x: torch.Tensor) -> None:
         views = torch.cat([aug(x, gen), aug(x, gen)]).contiguous(memory_format=torch.channels_last)
-        _, z = model(views)
+        z = model(views)[1].proj  # (2B, P)
         loss = nt_xent(*z.float().chunk(2), cfg.loss.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()

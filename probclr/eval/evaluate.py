@@ -1,4 +1,4 @@
-"""Evaluate a frozen encoder at label fractions: linear / MLP probes and kNN on cached features."""
+"""Evaluate a frozen encoder at label fractions: linear / MLP probes and kNN on the cached Embeddings' h."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from probclr.data.fractions import label_subset
 from probclr.data.sources import load_splits
 from probclr.data.splits import ImageSet, Splits
 from probclr.device import resolve_device
-from probclr.eval.features import Features, cached_features, load_encoder
+from probclr.eval.embeddings import Embeddings, cached_embeddings
+from probclr.eval.features import load_encoder
 from probclr.eval.labels import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.eval.results import ResultRow, save_results
 from probclr.eval.supervised import Classifier, predict, train_classifier
@@ -22,21 +23,25 @@ from probclr.probes.knn import train_knn_probe
 from probclr.probes.linear import train_linear_probe, train_mlp_probe
 from probclr.probes.metrics import score
 from probclr.provenance import provenance
+from probclr.run.checkpoint import file_digest
 from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 from probclr.run.runlock import stable_checkpoint
 
 
-def probe_rows(feats: Features, cfg: EvalConfig, method: str, num_classes: int) -> list[ResultRow]:
-    """Every probe at every fraction and label-subset seed; fit on the subset, scored on the evaluated split."""
+def probe_rows(
+    pool: Embeddings, evaluated: Embeddings, cfg: EvalConfig, method: str, num_classes: int
+) -> list[ResultRow]:
+    """Every probe at every fraction and label-subset seed; fit on the subset of the label pool's h, scored
+    on the evaluated split (test, or validation with --split val)."""
     rows: list[ResultRow] = []
     for fraction in cfg.fractions:
         for seed in range(cfg.seeds):
-            idx = label_subset(feats.train_y, fraction, seed)
-            x, y = feats.train_x[idx], feats.train_y[idx]
+            idx = label_subset(pool.labels, fraction, seed)
+            x, y = pool.h[idx], pool.labels[idx]  # (n, D), (n,)
             n = int(idx.numel())
             for probe in cfg.probes:
-                probs, detail = fit_and_predict(probe, x, y, feats.test_x, num_classes, cfg, seed)
-                rows.append(ResultRow.of(method, probe, fraction, seed, n, score(probs, feats.test_y), detail))
+                probs, detail = fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed)
+                rows.append(ResultRow.of(method, probe, fraction, seed, n, score(probs, evaluated.labels), detail))
     return rows
 
 
@@ -53,12 +58,6 @@ def fit_and_predict(
             return torch.softmax(m(query), dim=1), ""
     k = train_knn_probe(x, y, num_classes, cfg.knn_k, cfg.knn_max_share, cfg.knn_temperature)
     return k.probs(query), k.describe()
-
-
-
-
-
-
 
 
 def finetune_rows(
@@ -112,12 +111,12 @@ def _evaluate(
     num_classes = num_classes_of(splits)
     evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, cfg.fractions)
-    feats = cached_features(run.root, stable, splits.train, evaluated, cfg.batch_size)
-    rows = probe_rows(feats, cfg, method, num_classes)
+    embs = cached_embeddings(run.root, stable, {"train": splits.train, split: evaluated}, cfg.batch_size)
+    rows = probe_rows(embs["train"], embs[split], cfg, method, num_classes)
     if finetune:
         rows += finetune_rows(stable, splits, evaluated, cfg, method, num_classes, run_cfg)
     meta = {
-        "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": feats.checkpoint_sha256,
+        "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": file_digest(stable),
         "checkpoint_epoch": int(state.get("epoch", -1)), "eval_config": dataclasses.asdict(cfg),
         "run_config": state["config"], "provenance": provenance(torch.device("cpu"), command),
         "wall_s": time.perf_counter() - t0, "split": split, "split_sizes": split_sizes(splits),

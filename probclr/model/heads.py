@@ -10,6 +10,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class HeadOutput(NamedTuple):
+    """What every head returns: the projection before it is normalised and, for a probabilistic head, kappa.
+
+    NT-Xent contrasts ``proj`` (its z); the probabilistic loss uses the direction ``mu`` and ``kappa``. The
+    projection's norm is the ``proj_norm`` baseline of ``probclr analyze`` (the implicit head's kappa).
+    """
+    proj: Tensor  # (B, P) the unnormalised projection v
+    kappa: Tensor | None = None  # (B,) concentration, larger = more certain; None for the deterministic head
+
+    @property
+    def mu(self) -> Tensor:
+        """(B, P) float32 unit vectors: the mean direction v / ||v||."""
+        return F.normalize(self.proj.float(), dim=1)
+
+
 class ProjectionHead(nn.Module):
     """Linear -> BN -> ReLU -> Linear; the loss is computed on its output z, the probe uses h."""
 
@@ -20,8 +35,8 @@ class ProjectionHead(nn.Module):
             nn.Linear(hidden, out_dim),
         )
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.net(h)  # (B, out_dim)
+    def forward(self, h: Tensor) -> HeadOutput:
+        return HeadOutput(self.net(h))  # (B, out_dim), no kappa
 
 
 class SimCLRModel(nn.Module):
@@ -32,22 +47,13 @@ class SimCLRModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | Embedding]:
+    def forward(self, x: Tensor) -> tuple[Tensor, HeadOutput]:
         h = self.encoder(x)  # (B, D)
-        return h, self.head(h)  # (B, D), and (B, P) or Embedding((B, P), (B,))
+        return h, self.head(h)  # (B, D), HeadOutput((B, P), (B,) or None)
 
-
-class Embedding(NamedTuple):
-    """The probabilistic head's output: a direction on the sphere and its concentration."""
-    mu: Tensor  # (B, D), unit norm: the mean direction
-    kappa: Tensor  # (B,), in [kappa_min, kappa_max]; larger = more certain
-
-
-
-HeadOutput = Tensor | Embedding  # (B, P) projections (NT-Xent), or (mu, kappa) of the probabilistic head
 
 class ProbabilisticHead(nn.Module):
-    """h -> (mu, kappa): a projection MLP for the direction and a scalar branch for the concentration.
+    """h -> (v, kappa): a projection MLP for the direction and a scalar branch for the concentration.
 
     kappa is bounded on a log scale, log kappa = log k_min + (log k_max - log k_min) * sigmoid(a), so the
     loss can neither drive it to 0 nor to infinity.
@@ -65,11 +71,11 @@ class ProbabilisticHead(nn.Module):
         )
         self.log_min, self.log_max = math.log(kappa_min), math.log(kappa_max)
 
-    def forward(self, h: Tensor) -> Embedding:
-        mu = F.normalize(self.direction(h).float(), dim=1)  # (B, D)
+    def forward(self, h: Tensor) -> HeadOutput:
+        v = self.direction(h).proj.float()  # (B, P)
         a = self.concentration(h).float().squeeze(1)  # (B,)
         kappa = torch.exp(self.log_min + (self.log_max - self.log_min) * torch.sigmoid(a))  # (B,)
-        return Embedding(mu, kappa)
+        return HeadOutput(v, kappa)
 
 
 class ImplicitProbabilisticHead(nn.Module):
@@ -90,9 +96,7 @@ class ImplicitProbabilisticHead(nn.Module):
         self.direction = ProjectionHead(in_dim, hidden, out_dim)
         self.kappa_min, self.kappa_max, self.scale = kappa_min, kappa_max, scale
 
-    def forward(self, h: Tensor) -> Embedding:
-        v = self.direction(h).float()  # (B, D)
-        norm = v.norm(dim=1)  # (B,)
-        mu = v / norm.clamp_min(1e-12).unsqueeze(1)  # (B, D)
-        kappa = (self.kappa_min + self.scale * norm).clamp_max(self.kappa_max)  # (B,)
-        return Embedding(mu, kappa)
+    def forward(self, h: Tensor) -> HeadOutput:
+        v = self.direction(h).proj.float()  # (B, P)
+        kappa = (self.kappa_min + self.scale * v.norm(dim=1)).clamp_max(self.kappa_max)  # (B,)
+        return HeadOutput(v, kappa)

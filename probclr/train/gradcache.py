@@ -19,25 +19,23 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from probclr.model.heads import Embedding
+from probclr.model.heads import HeadOutput
 
-Output = Tensor | Embedding
+Output = HeadOutput
 
 
 def _cat(outs: list[Output]) -> Output:
-    if isinstance(outs[0], Embedding):
-        return Embedding(torch.cat([o.mu for o in outs]), torch.cat([o.kappa for o in outs]))  # type: ignore[union-attr]
-    return torch.cat(outs)  # type: ignore[arg-type]
+    kappas = [o.kappa for o in outs if o.kappa is not None]
+    return HeadOutput(torch.cat([o.proj for o in outs]), torch.cat(kappas) if kappas else None)
 
 
 def _leaf(out: Output) -> Output:
-    if isinstance(out, Embedding):
-        return Embedding(out.mu.detach().requires_grad_(), out.kappa.detach().requires_grad_())
-    return out.detach().requires_grad_()
+    kappa = None if out.kappa is None else out.kappa.detach().requires_grad_()
+    return HeadOutput(out.proj.detach().requires_grad_(), kappa)
 
 
 def _tensors(out: Output) -> list[Tensor]:
-    return [out.mu, out.kappa] if isinstance(out, Embedding) else [out]
+    return [out.proj] if out.kappa is None else [out.proj, out.kappa]
 
 
 def grad_cached_backward(
@@ -46,7 +44,7 @@ def grad_cached_backward(
 ) -> tuple[Tensor, Tensor | None]:
     """Back-propagate ``loss_fn(forward(views))`` into ``model``'s .grad, ``chunk`` views at a time.
 
-    ``forward`` maps a chunk of views to the head output (projections or an Embedding). Returns the loss
+    ``forward`` maps a chunk of views to the head output (a HeadOutput). Returns the loss
     (detached) and the loss function's auxiliary output (e.g. the kappas).
     """
     if chunk < 1:

@@ -13,7 +13,7 @@ from torch import Tensor
 from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.device import autocast
-from probclr.model.heads import Embedding, HeadOutput, SimCLRModel
+from probclr.model.heads import HeadOutput, SimCLRModel
 from probclr.model.losses import mc_infonce_global, nt_xent_global, shrinkage_nt_xent_global
 from probclr.train.gradcache import grad_cached_backward
 
@@ -38,11 +38,11 @@ def phase_of(cfg: Config, epoch: int) -> Phase:
     return "mu" if epoch < cfg.loss.mu_fraction * cfg.optim.epochs else "kappa"
 
 
-def _detach(out: Embedding, phase: Phase) -> Embedding:
-    if phase == "mu":
-        return Embedding(out.mu, out.kappa.detach())
+def _detach(out: HeadOutput, phase: Phase) -> HeadOutput:
+    if phase == "mu" and out.kappa is not None:
+        return HeadOutput(out.proj, out.kappa.detach())
     if phase == "kappa":
-        return Embedding(out.mu.detach(), out.kappa)
+        return HeadOutput(out.proj.detach(), out.kappa)
     return out
 
 
@@ -50,16 +50,17 @@ def contrastive_loss(out: HeadOutput, cfg: Config, phase: Phase = "joint") -> tu
     """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
     With several processes both losses contrast against the global batch (``*_global``). ``phase`` detaches
     kappa ("mu": only mu is trained) or mu ("kappa") of the probabilistic head."""
-    if isinstance(out, Embedding):
+    if out.kappa is not None:
         out = _detach(out, phase)
-        mu_a, mu_b = out.mu.chunk(2)
-        k_a, k_b = out.kappa.chunk(2)
+        assert out.kappa is not None
+        mu_a, mu_b = out.mu.chunk(2)  # (B, P) unit each
+        k_a, k_b = out.kappa.chunk(2)  # (B,) each
         if cfg.loss.name == "shrinkage":
             loss = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.kl_weight)
         else:
             loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
         return loss, out.kappa.detach()
-    z_a, z_b = out.float().chunk(2)  # (B, P) each
+    z_a, z_b = out.proj.float().chunk(2)  # (B, P) each
     return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
 
 

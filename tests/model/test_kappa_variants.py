@@ -8,7 +8,7 @@ import torch
 from probclr.config import Config, LossConfig, OptimConfig, validate
 from probclr.errors import ConfigError
 from probclr.model.build import build_model
-from probclr.model.heads import Embedding, ImplicitProbabilisticHead
+from probclr.model.heads import HeadOutput, ImplicitProbabilisticHead
 from probclr.train.step import contrastive_loss, phase_of
 
 
@@ -17,7 +17,7 @@ def test_implicit_head_kappa_is_the_scaled_norm_of_the_unnormalised_projection()
     head = ImplicitProbabilisticHead(16, 16, 8, kappa_min=1.0, kappa_max=1e4, scale=3.0).eval()
     h = torch.randn(6, 16)
     out = head(h)
-    v = head.direction(h)  # (6, 8), computed again by hand
+    v = head.direction(h).proj  # (6, 8), computed again by hand
     torch.testing.assert_close(out.mu, v / v.norm(dim=1, keepdim=True))
     torch.testing.assert_close(out.kappa, 1.0 + 3.0 * v.norm(dim=1))
     torch.testing.assert_close(out.mu.norm(dim=1), torch.ones(6))
@@ -49,7 +49,7 @@ def test_a_phase_detaches_the_other_parameter(phase, mu_grad, kappa_grad):
     cfg = dataclasses.replace(Config(), loss=LossConfig(name="mc_infonce", temperature=0.5, samples=4))
     mu = torch.nn.functional.normalize(torch.randn(8, 6), dim=1).requires_grad_()
     kappa = (torch.rand(8) * 50 + 5).requires_grad_()
-    loss, _ = contrastive_loss(Embedding(mu, kappa), cfg, phase)
+    loss, _ = contrastive_loss(HeadOutput(mu, kappa), cfg, phase)
     loss.backward()
     assert (mu.grad is not None and mu.grad.abs().sum() > 0) == mu_grad
     assert (kappa.grad is not None and kappa.grad.abs().sum() > 0) == kappa_grad

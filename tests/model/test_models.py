@@ -25,7 +25,7 @@ def test_convnet_and_head_shapes():
     h = enc(torch.rand(5, 3, 32, 32))
     assert h.shape == (5, 256) and enc.out_dim == 256
     assert ConvNet((8, 16))(torch.rand(2, 3, 16, 16)).shape == (2, 16)
-    assert ProjectionHead(256, 256, 128)(h).shape == (5, 128)
+    assert ProjectionHead(256, 256, 128)(h).proj.shape == (5, 128)
 
 
 def test_channel_stats_match_direct_computation():

@@ -40,7 +40,7 @@ def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path, command):
 
 
 def test_crafted_embeddings_file_is_refused(tmp_path):
-    from analysis.analyze import load_embeddings
+    from probclr.eval.embeddings import load_run_embeddings
     from probclr.run.rundir import RunDir
 
     marker = tmp_path / "pwned"
@@ -51,7 +51,7 @@ def test_crafted_embeddings_file_is_refused(tmp_path):
     from probclr.errors import ProbclrError
 
     with pytest.raises(ProbclrError, match="refusing to load"):
-        load_embeddings(run, run.root / "checkpoints" / "last.pt")
+        load_run_embeddings(run, run.root / "checkpoints" / "last.pt")
     assert not marker.exists()
 
 

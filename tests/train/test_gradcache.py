@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from probclr.model.heads import Embedding
+from probclr.model.heads import HeadOutput
 from probclr.model.losses import mc_infonce, nt_xent
 from probclr.train.gradcache import grad_cached_backward
 
@@ -18,8 +18,12 @@ def _grads(model):
 
 
 def _nt(out):
-    a, b = out.chunk(2)
+    a, b = (out.proj if isinstance(out, HeadOutput) else out).chunk(2)
     return nt_xent(a, b, 0.2), None
+
+
+def _head(net):
+    return lambda v: HeadOutput(net(v))  # the head output every SimCLR model returns
 
 
 @pytest.mark.parametrize("chunk", [1, 6, 16, 64])
@@ -29,7 +33,7 @@ def test_grad_cache_equals_full_batch_gradient(chunk):
     loss_full, _ = _nt(full(views))
     loss_full.backward()
     cached = _net()
-    loss_gc, _ = grad_cached_backward(cached, cached, views, _nt, chunk)
+    loss_gc, _ = grad_cached_backward(cached, _head(cached), views, _nt, chunk)
     torch.testing.assert_close(loss_gc, loss_full.detach())
     for g1, g2 in zip(_grads(full), _grads(cached), strict=True):
         torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
@@ -45,7 +49,7 @@ def test_grad_cache_with_the_probabilistic_loss_and_bn_in_eval_mode():
         def forward(self, x):
             h = self.body(x)
             kappa = 10 + torch.nn.functional.softplus(self.k(h)).squeeze(1)
-            return Embedding(torch.nn.functional.normalize(h, dim=1), kappa)
+            return HeadOutput(h, kappa)  # mu = h / ||h||
 
     def loss(out):
         torch.manual_seed(5)  # the same Monte-Carlo draws in both computations
@@ -84,12 +88,12 @@ def test_bn_running_stats_move_once_per_chunk():
     views = torch.randn(16, 3, 2, 2)
     ref = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.BatchNorm1d(4))
     ref.load_state_dict(model.state_dict())
-    grad_cached_backward(model, model, views, _nt, 8)
+    grad_cached_backward(model, _head(model), views, _nt, 8)
     for c in views.split(8):
         ref(c)
     torch.testing.assert_close(model[2].running_mean, ref[2].running_mean)
     with pytest.raises(ValueError, match="chunk"):
-        grad_cached_backward(model, model, views, _nt, 0)
+        grad_cached_backward(model, _head(model), views, _nt, 0)
 
 
 def test_pretrain_with_grad_cache_runs(tmp_path):
