@@ -14,7 +14,7 @@ from torch import Tensor
 
 from analysis import figures
 from analysis.ambiguity import ambiguity_analysis
-from analysis.bayes_probe import BayesianProbe
+from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
 from analysis.calibration import heldout_temperature, reliability
 from analysis.embedding_maps import embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
@@ -59,7 +59,8 @@ def probe_analysis(
             probe = train_linear_probe(x, y, num_classes, ev.weight_decays, ev.holdout, seed, ev.max_iter, ev.probe_tol)
             temp = heldout_temperature(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)
             t1 = time.perf_counter()
-            bayes = BayesianProbe(x, y, num_classes, probe)
+            scale = heldout_posterior_scale(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)
+            bayes = BayesianProbe(x, y, num_classes, probe, scale)
             t2 = time.perf_counter()
             logits = probe.logits(vx.float())
             variants = {"linear": torch.softmax(logits, 1), "linear + temperature": torch.softmax(logits / temp, 1),
@@ -73,6 +74,7 @@ def probe_analysis(
                 cal.append({"probe": name, "fraction": fraction, "seed": seed, "labels": int(idx.numel()),
                             "accuracy": s.accuracy, "nll": s.nll, "ece": s.ece, "brier": s.brier,
                             "temperature": temp if "temperature" in name else float("nan"),
+                            "posterior_scale": scale if name.startswith("Bayesian") else float("nan"),
                             "fit_s": (t1 - t0) if name != "Bayesian linear (Laplace)" else t2 - t1})
                 if seed == 0:
                     r = reliability(probs, vy)

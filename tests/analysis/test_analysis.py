@@ -149,6 +149,23 @@ def test_bayesian_probe_is_centred_on_the_map_and_predicts_probabilities():
     assert (torch.diagonal(bp.posterior.covariance_matrix) > 0).all()
 
 
+def test_posterior_scale_zero_is_the_map_and_the_holdout_picks_a_scale_of_the_grid():
+    from analysis.bayes_probe import POSTERIOR_SCALES, BayesianProbe, heldout_posterior_scale
+    from probclr.probes.linear import train_linear_probe
+
+    gen = torch.Generator().manual_seed(3)
+    x, y = _three_class_data(60, gen)  # few labels: the regime where the full Laplace spread can hurt
+    x = torch.cat([x, torch.randn(60, 20, generator=gen)], 1)  # plus 20 noise features
+    probe = train_linear_probe(x, y, 3, (1e-4, 1e-3), 0.2, 0)
+    xt, _ = _three_class_data(500, gen)
+    xt = torch.cat([xt, torch.randn(500, 20, generator=gen)], 1)
+    torch.testing.assert_close(BayesianProbe(x, y, 3, probe, 0.0).probs(xt), probe.probs(xt).double(), atol=1e-5, rtol=0)
+    scale = heldout_posterior_scale(x, y, 3, probe, 0.2, 0)
+    assert scale in POSTERIOR_SCALES
+    with pytest.raises(ValueError, match="scale"):
+        BayesianProbe(x, y, 3, probe, -1.0)
+
+
 def test_laplace_precision_equals_autograd_hessian():
     """The closed-form Hessian of the negative log posterior equals torch.autograd's on a small problem."""
     from analysis.bayes_probe import softmax_hessian
