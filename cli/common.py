@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import typer
 
-from probclr.config import Config, flag_updates, load_config, merge
-from probclr.errors import ProbclrError
+from probclr.config import Config, flag_updates, load_config, merge, parse_override
+from probclr.errors import ConfigError, ProbclrError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,9 +50,14 @@ def assemble_config(
     flags: list[tuple[Callable[[Config], object], object]] | None = None,
 ) -> Config:
     """YAML, then ``--set`` overrides, then the named flags: (field selector, value) pairs such as
-    ``(lambda c: c.optim.epochs, epochs)``; a value of None means the flag was not given."""
+    ``(lambda c: c.optim.epochs, epochs)``; a value of None means the flag was not given. A flag and a
+    ``--set`` that give one key two different values are an error (which one wins would be a silent guess)."""
     cfg = load_config(config, sets or [])
     updates = flag_updates(flags or [])
+    given = dict(parse_override(o) for o in sets or [])
+    for key, value in updates.items():
+        if key in given and given[key] != value:
+            raise ConfigError(f"{key} is given twice, {value!r} by its flag and {given[key]!r} by --set; give it once")
     return merge(cfg, updates) if updates else cfg
 
 

@@ -69,6 +69,8 @@ CASES = [
     (["pretrain", "--set", "eval.fractions=[0.0]", "--out", "{t}/p"], "eval.fractions", ("p",)),
     (["supervised", "--seeds", "0", "--out", "{t}/s"], "seeds", ("s",)),
     (["pretrain", "--device", "cuda", "--out", "{t}/p"], "no CUDA device", ("p",)),
+    (["pretrain", "--new-loss", "--set", "loss.name=shrinkage", "--out", "{t}/p"], "loss.name is given twice", ("p",)),
+    (["pretrain", "--epochs", "3", "--set", "optim.epochs=5", "--out", "{t}/p"], "optim.epochs is given twice", ("p",)),
     (["bench", "--set", "run.device=cuda", "--out", "{t}/b.json"], "no CUDA device", ("b.json",)),
 ]
 
