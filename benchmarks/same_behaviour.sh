@@ -5,6 +5,7 @@
 set -euo pipefail
 old=$1 new=$2 out=${3:-runs/same}
 root=$(git rev-parse --show-toplevel)
+cd "$root"
 for rev in "$old" "$new"; do
   tree="$out/tree-$rev"
   [ -d "$tree" ] || git -C "$root" worktree add -f "$(realpath -m "$tree")" "$rev" -q --detach
