@@ -184,3 +184,19 @@ def test_shrinkage_baseline_trains_a_kappa_without_sampling(tmp_path):
     rows = read_jsonl(tmp_path / "a" / "metrics.jsonl")
     assert 1.0 <= rows[0]["kappa_q10"] <= rows[0]["kappa_q90"] <= 1e4 and math.isfinite(rows[0]["loss"])
     assert rows[0]["loss"] == read_jsonl(tmp_path / "b" / "metrics.jsonl")[0]["loss"]
+
+
+def test_two_phases_train_mu_first_then_only_kappa(tmp_path):
+    """loss.phases=mu_then_kappa: in the mu phase the kappa branch gets no gradient (its weights stay at
+    their initial values); in the kappa phase the direction branch's last layer stays where the mu phase
+    left it. Checked on the saved checkpoints of each epoch."""
+    args = [*TINY, "optim.epochs=2", "loss.name=mc_infonce", "loss.samples=2", "loss.phases=mu_then_kappa",
+            "loss.mu_fraction=0.5", "run.keep_checkpoints=true"]
+    pretrain(load_config(None, [*TINY, "optim.epochs=0", "loss.name=mc_infonce"]), tmp_path / "init")  # initial weights
+    pretrain(load_config(None, args), tmp_path / "r")
+    init = load_checkpoint(tmp_path / "init" / "checkpoints" / "last.pt")["model"]
+    e1 = load_checkpoint(tmp_path / "r" / "checkpoints" / "epoch_0001.pt")["model"]
+    e2 = load_checkpoint(tmp_path / "r" / "checkpoints" / "epoch_0002.pt")["model"]
+    kappa_w, mu_w = "head.concentration.3.weight", "head.direction.net.3.weight"
+    assert torch.equal(e1[kappa_w], init[kappa_w]) and not torch.equal(e1[mu_w], init[mu_w])
+    assert torch.equal(e2[mu_w], e1[mu_w]) and not torch.equal(e2[kappa_w], e1[kappa_w])
