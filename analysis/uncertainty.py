@@ -110,7 +110,10 @@ __all__ = ["auroc", "risk_coverage", "spearman_ci", "entropy", "misclassificatio
 
 
 def partial_spearman(x: Tensor | np.ndarray, y: Tensor | np.ndarray, z: Tensor | np.ndarray) -> float:
-    """Spearman's rho of x and y with z partialled out: the rank correlation x keeps once z is known."""
+    """Spearman's rho of x and y with z partialled out: the rank correlation x keeps once z is known.
+    NaN when x or y is a monotone function of z (nothing is left to correlate: the implicit head's kappa
+    given the projection norm it is made of)."""
     rx, ry, rz = (stats.rankdata(_np(v)) for v in (x, y, z))
     r_xy, r_xz, r_yz = (float(np.corrcoef(a, b)[0, 1]) for a, b in ((rx, ry), (rx, rz), (ry, rz)))
-    return (r_xy - r_xz * r_yz) / float(np.sqrt((1 - r_xz**2) * (1 - r_yz**2)))
+    denominator = float(np.sqrt(max(0.0, (1 - r_xz**2) * (1 - r_yz**2))))
+    return (r_xy - r_xz * r_yz) / denominator if denominator > 1e-12 else float("nan")

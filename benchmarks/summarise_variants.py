@@ -5,7 +5,8 @@
 Every number is on the 5,000 validation images (never test): the linear probe at 10 % labels
 (``eval/last/val/results.json``), Recall@1 in mu-space and the R-AUROC of each label-free score
 (``analysis-val/retrieval.csv``), the centre-crop rate and the Spearman with the centre-crop side
-(``analysis-val/ambiguity*.csv``), and kappa's 10/50/90 % quantiles over the last epoch's views.
+(``analysis-val/ambiguity*.csv``), the partial Spearman of kappa with "the nearest neighbour has my class"
+given each free norm (from the validation embeddings), and kappa's 10/50/90 % quantiles over the last epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,25 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from analysis.retrieval import retrieval
+from analysis.uncertainty import partial_spearman
+from probclr.eval.embeddings import load_run_embeddings
+from probclr.run.rundir import RunDir
+
+
+def _partials(run: Path) -> dict[str, float]:
+    """What kappa knows beyond the free norms about retrieval on val: partial Spearman of kappa with "the
+    nearest neighbour (mu-space) has my class" given ||h||, and given ||proj||."""
+    rd = RunDir(run)
+    val = load_run_embeddings(rd, rd.require_checkpoint()).split("val")
+    names = ("partial(kappa, NN ok | ||h||)", "partial(kappa, NN ok | ||proj||)")
+    if val.kappa is None:
+        return dict.fromkeys(names, float("nan"))
+    ok = retrieval(val.mu, val.labels).nn_correct.double()
+    free = val.label_free()
+    return {names[0]: partial_spearman(free["kappa"], ok, free["feature_norm"]),
+            names[1]: partial_spearman(free["kappa"], ok, free["proj_norm"])}
 
 
 def _row(run: Path) -> dict[str, object] | None:
@@ -41,6 +61,7 @@ def _row(run: Path) -> dict[str, object] | None:
         return first(rho), first(rate)
 
     k_rho, k_rate = centre("kappa")
+    partial = _partials(run)
     h_rho, h_rate = centre("feature_norm")
     return {
         "variant": run.name, "val linear 10 %": 100 * sum(linear) / len(linear),
@@ -48,6 +69,7 @@ def _row(run: Path) -> dict[str, object] | None:
         "R-AUROC kappa": rauroc("kappa"), "R-AUROC ||h||": rauroc("feature_norm"), "R-AUROC ||proj||": rauroc("proj_norm"),
         "kappa: centre crop less certain": k_rate, "||h||: same": h_rate,
         "Spearman(kappa, side)": k_rho, "Spearman(||h||, side)": h_rho,
+        **partial,
         "kappa q10/50/90": (f"{last['kappa_q10']:,.0f} / {last['kappa_q50']:,.0f} / {last['kappa_q90']:,.0f}"
                             if "kappa_q10" in last else "—"),
     }

@@ -65,3 +65,12 @@ def test_human_table_on_synthetic_soft_labels():
     noise = table[table.score == "feature_norm"].iloc[0]
     assert abs(noise.rho) < 0.15 and 0.4 < noise.auroc_not_unanimous < 0.6
     assert table[table.score == "kappa | feature_norm (partial)"].rho.iloc[0] > 0.9
+
+
+def test_partial_spearman_of_a_monotone_function_of_z_is_nan_not_a_crash():
+    from analysis.uncertainty import partial_spearman
+
+    g = np.random.default_rng(1)
+    z, y = g.normal(size=500), g.normal(size=500)
+    assert np.isnan(partial_spearman(3 + 2 * np.exp(z), y, z))  # x = f(z), f increasing: the implicit kappa
+    assert np.isnan(partial_spearman(y, -z ** 3, z))
