@@ -60,16 +60,20 @@ class Embeddings(NamedTuple):
     @classmethod
     def from_dict(cls, d: dict[str, object], prefix: str = "") -> Embeddings:
         """The inverse of :meth:`as_dict`; a ValueError names a missing or malformed field."""
-        values = [d.get(f"{prefix}{k}") for k in _FIELDS]
-        for name, v in zip(_FIELDS, values, strict=True):
+        found: dict[str, Tensor | None] = {}
+        for name in _FIELDS:
+            v = d.get(f"{prefix}{name}")
             if not (isinstance(v, Tensor) or (name == "kappa" and v is None)):
                 raise ValueError(f"field {prefix}{name} is missing or not a tensor")
-        h, mu, norm, kappa, labels = values
-        n = h.shape[0]  # type: ignore[union-attr]
-        if h.ndim != 2 or mu.ndim != 2 or any(  # type: ignore[union-attr]
-                t is not None and t.shape[0] != n for t in (mu, norm, kappa, labels)):  # type: ignore[union-attr]
+            found[name] = v
+        h, mu, norm, kappa, labels = (found[k] for k in _FIELDS)
+        assert h is not None and mu is not None and norm is not None and labels is not None
+        n = h.shape[0]
+        if h.ndim != 2 or mu.ndim != 2 or any(t is not None and t.shape[0] != n for t in (mu, norm, kappa, labels)):
             raise ValueError(f"fields of {prefix or 'the embeddings'} disagree in shape")
-        return cls(h, mu, norm, kappa, labels)  # type: ignore[arg-type]
+        if labels.dtype != torch.long or not all(t.is_floating_point() for t in (h, mu, norm, kappa) if t is not None):
+            raise ValueError(f"fields of {prefix or 'the embeddings'} have the wrong dtypes (labels int64, the rest float)")
+        return cls(h, mu, norm, kappa, labels)
 
 
 @torch.no_grad()

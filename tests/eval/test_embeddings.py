@@ -47,6 +47,10 @@ def test_round_trip_and_damaged_fields_are_refused():
     bad["mu"] = torch.randn(5, 2)
     with pytest.raises(ValueError, match="shape"):
         Embeddings.from_dict(bad)
+    bad = e.as_dict()
+    bad["labels"] = bad["labels"].float()
+    with pytest.raises(ValueError, match="dtypes"):
+        Embeddings.from_dict(bad)
     with pytest.raises(ValueError, match="labels"):
         Embeddings.from_dict({k: v for k, v in e.as_dict().items() if k != "labels"})
 
