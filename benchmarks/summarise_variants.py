@@ -63,12 +63,13 @@ def _row(run: Path) -> dict[str, object] | None:
     k_rho, k_rate = centre("kappa")
     partial = _partials(run)
     h_rho, h_rate = centre("feature_norm")
+    p_rho, p_rate = centre("proj_norm")
     return {
         "variant": run.name, "val linear 10 %": 100 * sum(linear) / len(linear),
         "R@1": float(ret[ret.metric == "Recall@1"].value.iloc[0]),
         "R-AUROC kappa": rauroc("kappa"), "R-AUROC ||h||": rauroc("feature_norm"), "R-AUROC ||proj||": rauroc("proj_norm"),
-        "kappa: centre crop less certain": k_rate, "||h||: same": h_rate,
-        "Spearman(kappa, side)": k_rho, "Spearman(||h||, side)": h_rho,
+        "kappa: centre crop less certain": k_rate, "||h||: same": h_rate, "||proj||: same": p_rate,
+        "Spearman(kappa, side)": k_rho, "Spearman(||h||, side)": h_rho, "Spearman(||proj||, side)": p_rho,
         **partial,
         "kappa q10/50/90": (f"{last['kappa_q10']:,.0f} / {last['kappa_q50']:,.0f} / {last['kappa_q90']:,.0f}"
                             if "kappa_q10" in last else "—"),
