@@ -45,7 +45,7 @@ def _sklearn(x: torch.Tensor, y: torch.Tensor, wd: float, tol: float) -> tuple[L
 
 
 def compare(
-    x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, wd: float, sk_tol: float, history: int = 20
+    x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, wd: float, sk_tol: float, history: int = 400
 ) -> dict[str, float]:
     t0 = time.perf_counter()
     fit = fit_logistic(x, y, 10, wd, history=history)
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--wd", type=float, action="append")
     ap.add_argument("--sk-tol", type=float, default=1e-8)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--history", type=int, action="append", help="L-BFGS memory of probclr's probe (default 20)")
+    ap.add_argument("--history", type=int, action="append", help="L-BFGS memory of probclr's probe (default 400)")
     a = ap.parse_args()
     run = RunDir(a.run)
     emb = load_run_embeddings(run, run.require_checkpoint())
@@ -80,7 +80,7 @@ def main() -> None:
         mu, sd = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
         xs, xt = (x - mu) / sd, (test.h.float() - mu) / sd
         for wd in a.wd or [1e-5, 1e-4]:
-            for history in a.history or [20]:
+            for history in a.history or [400]:
                 r = {"fraction": fraction, **compare(xs, y, xt, wd, a.sk_tol, history)}
                 results.append(r)
                 print(json.dumps(r))
