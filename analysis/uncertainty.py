@@ -115,5 +115,6 @@ def partial_spearman(x: Tensor | np.ndarray, y: Tensor | np.ndarray, z: Tensor |
     given the projection norm it is made of)."""
     rx, ry, rz = (stats.rankdata(_np(v)) for v in (x, y, z))
     r_xy, r_xz, r_yz = (float(np.corrcoef(a, b)[0, 1]) for a, b in ((rx, ry), (rx, rz), (ry, rz)))
-    denominator = float(np.sqrt(max(0.0, (1 - r_xz**2) * (1 - r_yz**2))))
-    return (r_xy - r_xz * r_yz) / denominator if denominator > 1e-12 else float("nan")
+    if min(1 - r_xz**2, 1 - r_yz**2) < 1e-6:  # |r| > 0.9999995: determined by z up to rounding and ties
+        return float("nan")
+    return (r_xy - r_xz * r_yz) / float(np.sqrt((1 - r_xz**2) * (1 - r_yz**2)))
