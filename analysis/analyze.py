@@ -15,7 +15,7 @@ from torch import Tensor
 from analysis import figures
 from analysis.ambiguity import ambiguity_analysis
 from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
-from analysis.calibration import heldout_temperature, reliability
+from analysis.calibration import heldout_temperature, holdout_refit, reliability
 from analysis.embedding_maps import embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
 from analysis.kappa_probe import heldout_kappa_temperature
@@ -57,9 +57,10 @@ def probe_analysis(
             x, y = tx[idx], ty[idx]
             t0 = time.perf_counter()
             probe = train_linear_probe(x, y, num_classes, ev.weight_decays, ev.holdout, seed, ev.max_iter, ev.probe_tol)
-            temp = heldout_temperature(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)
+            refit = holdout_refit(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)  # shared by the choices
+            temp = heldout_temperature(x, y, num_classes, probe, ev.holdout, seed, refit=refit)
             t1 = time.perf_counter()
-            scale = heldout_posterior_scale(x, y, num_classes, probe, ev.holdout, seed, ev.max_iter)
+            scale = heldout_posterior_scale(x, y, num_classes, probe, ev.holdout, seed, refit=refit)
             bayes = BayesianProbe(x, y, num_classes, probe, scale)
             t2 = time.perf_counter()
             logits = probe.logits(vx.float())
@@ -67,7 +68,7 @@ def probe_analysis(
                         "Bayesian linear (Laplace)": bayes.probs(vx, seed=seed)}
             if pool.kappa is not None and evaluated.kappa is not None:  # the kappa-aware probe: T_i from kappa_i
                 kt = heldout_kappa_temperature(x, y, pool.kappa[idx], num_classes, probe, ev.holdout, seed,
-                                               ev.max_iter)
+                                               refit=refit)
                 variants["linear + kappa temperature"] = kt.probs(logits, evaluated.kappa)
             for name, probs in variants.items():
                 s = score(probs, vy)
@@ -202,7 +203,7 @@ def _analyze_into(
     timings["ambiguity_s"] = time.perf_counter() - t
 
     evaluated = emb.split(split)
-    vx, label_free = evaluated.h, evaluated.label_free()
+    label_free = evaluated.label_free()
     t = time.perf_counter()
     _csv(retrieval_table(evaluated), out / "retrieval.csv")
     timings["retrieval_s"] = time.perf_counter() - t
@@ -212,14 +213,15 @@ def _analyze_into(
 
     t = time.perf_counter()
     gen = torch.Generator().manual_seed(0)
-    sel = torch.randperm(vx.shape[0], generator=gen)[:map_points]
+    sel = torch.randperm(evaluated.h.shape[0], generator=gen)[:map_points]
+    shown = evaluated.take(sel)
     maps = []
     for method in ["tsne"] + (["umap"] if umap_available() else []):
-        xy = embedding_map(vx[sel], method)
+        xy = embedding_map(shown.h, method)
         df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
-                           "class": [emb.classes[i] for i in evaluated.labels[sel].tolist()]})
-        if evaluated.kappa is not None:
-            df["kappa"] = evaluated.kappa[sel].numpy()
+                           "class": [emb.classes[i] for i in shown.labels.tolist()]})
+        if shown.kappa is not None:
+            df["kappa"] = shown.kappa.numpy()
         maps.append(df)
     _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
     timings["maps_s"] = time.perf_counter() - t

@@ -23,8 +23,8 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from probclr.data.fractions import holdout_split
-from probclr.probes.linear import LinearProbe, _standardise, fit_logistic
+from analysis.calibration import HoldoutRefit, holdout_refit
+from probclr.probes.linear import LinearProbe
 
 BIAS_PRIOR_STD = 10.0
 POSTERIOR_SCALES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -78,15 +78,16 @@ class BayesianProbe:
         return v[:-1].float(), v[-1].float()
 
     @torch.no_grad()
-    def probs(self, x: Tensor, draws: int = 64, seed: int = 0) -> Tensor:
+    def probs(self, x: Tensor, draws: int = 64, seed: int = 0, scale: float | None = None) -> Tensor:
         """(N, C): the softmax averaged over ``draws`` posterior samples of (W, b), the covariance scaled by
-        ``self.scale`` (0: the MAP's softmax)."""
+        ``scale`` (default: the probe's own; 0: the MAP's softmax)."""
+        scale = self.scale if scale is None else scale
         gen = torch.Generator().manual_seed(seed)
         x1 = torch.cat([(x.float() - self.mean) / self.std, torch.ones(x.shape[0], 1)], dim=1).double()  # (N, D+1)
-        if self.scale == 0:
+        if scale == 0:
             return torch.softmax(x1 @ self.posterior.loc.reshape(self.shape), dim=1)
         eps = torch.randn(draws, self.posterior.loc.numel(), generator=gen, dtype=torch.float64)  # (S, P)
-        samples = self.posterior.loc + math.sqrt(self.scale) * eps @ self.posterior.scale_tril.T  # (S, P)
+        samples = self.posterior.loc + math.sqrt(scale) * eps @ self.posterior.scale_tril.T  # (S, P)
         out = torch.zeros(x.shape[0], self.shape[1], dtype=torch.float64)
         for v in samples:
             out += torch.softmax(x1 @ v.reshape(self.shape), dim=1)
@@ -95,23 +96,20 @@ class BayesianProbe:
 
 def heldout_posterior_scale(
     x: Tensor, y: Tensor, num_classes: int, probe: LinearProbe, holdout: float, seed: int, max_iter: int = 2000,
+    refit: HoldoutRefit | None = None,
 ) -> float:
     """The posterior scale for the Laplace probe of ``probe``, chosen without the test set: refit the MAP
-    (same weight decay) on (1 - holdout) of the labeled subset, build its Laplace posterior, and keep the
-    scale of ``POSTERIOR_SCALES`` with the lowest predictive NLL on the held-out rest (ties: the smaller)."""
-    fit_idx, hold_idx = holdout_split(y, holdout, seed)
-    if hold_idx.numel() < 2:
+    (same weight decay) on (1 - holdout) of the labeled subset (``refit``, if at hand), build its Laplace
+    posterior, and keep the scale of ``POSTERIOR_SCALES`` with the lowest predictive NLL on the held-out rest
+    (ties: the smaller)."""
+    refit = refit or holdout_refit(x, y, num_classes, probe, holdout, seed, max_iter)
+    if refit.probe is None:
         return 1.0
-    xf = x[fit_idx].float()
-    mean, std = _standardise(xf)
-    fit = fit_logistic((xf - mean) / std, y[fit_idx], num_classes, probe.weight_decay, max_iter)
-    part = LinearProbe(fit.weight, fit.bias, mean, std, probe.weight_decay, "holdout refit", fit.iterations,
-                       fit.grad_norm, fit.converged)
-    laplace = BayesianProbe(xf, y[fit_idx], num_classes, part)
-    yh = y[hold_idx].long().view(-1, 1)
+    laplace = BayesianProbe(x[refit.fit_idx], y[refit.fit_idx], num_classes, refit.probe)
+    yh = y[refit.hold_idx].long().view(-1, 1)
 
     def nll(scale: float) -> float:
-        laplace.scale = scale
-        return float(-laplace.probs(x[hold_idx], seed=seed).gather(1, yh).clamp_min(1e-12).log().mean())
+        p = laplace.probs(x[refit.hold_idx], seed=seed, scale=scale)  # (N_hold, C)
+        return float(-p.gather(1, yh).clamp_min(1e-12).log().mean())
 
     return min(POSTERIOR_SCALES, key=lambda s: (round(nll(s), 6), s))

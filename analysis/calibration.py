@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -42,15 +44,42 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
     return float(log_t.detach().exp().clamp(1e-2, 1e2))
 
 
-def heldout_temperature(
+class HoldoutRefit(NamedTuple):
+    """A probe refitted (same weight decay) on (1 - holdout) of its labeled subset, for the choices made on the
+    held-out rest (temperature, kappa temperature, posterior scale): fitted once, shared by all of them.
+    ``probe`` is None when fewer than 2 labels can be held out."""
+    fit_idx: Tensor  # (N_fit,) positions in the labeled subset
+    hold_idx: Tensor  # (N_hold,)
+    probe: LinearProbe | None
+
+    def holdout_logits(self, x: Tensor) -> Tensor:
+        """(N_hold, C) logits of the refitted probe on the held-out rows of ``x`` (the labeled subset)."""
+        assert self.probe is not None
+        return self.probe.logits(x[self.hold_idx].float())
+
+
+def holdout_refit(
     x: Tensor, y: Tensor, num_classes: int, probe: LinearProbe, holdout: float, seed: int, max_iter: int = 2000,
-) -> float:
-    """The temperature for ``probe`` (fit on all of the labeled subset x, y), estimated without the test set:
-    refit the same probe (same weight decay) on (1 - holdout) of the subset and fit T on the held-out rest."""
+) -> HoldoutRefit:
+    """Refit ``probe``'s weight decay on (1 - holdout) of the labeled subset (x, y), standardised with that part."""
     fit_idx, hold_idx = holdout_split(y, holdout, seed)
     if hold_idx.numel() < 2:
+        return HoldoutRefit(fit_idx, hold_idx, None)
+    xf = x[fit_idx].float()
+    mean, std = _standardise(xf)
+    fit = fit_logistic((xf - mean) / std, y[fit_idx], num_classes, probe.weight_decay, max_iter)
+    return HoldoutRefit(fit_idx, hold_idx, LinearProbe(fit.weight, fit.bias, mean, std, probe.weight_decay,
+                                                       "holdout refit", fit.iterations, fit.grad_norm, fit.converged))
+
+
+def heldout_temperature(
+    x: Tensor, y: Tensor, num_classes: int, probe: LinearProbe, holdout: float, seed: int, max_iter: int = 2000,
+    refit: HoldoutRefit | None = None,
+) -> float:
+    """The temperature for ``probe`` (fit on all of the labeled subset x, y), estimated without the test set:
+    refit the same probe (same weight decay) on (1 - holdout) of the subset and fit T on the held-out rest
+    (``refit``: that refit, when the caller already has it)."""
+    refit = refit or holdout_refit(x, y, num_classes, probe, holdout, seed, max_iter)
+    if refit.probe is None:
         return 1.0
-    mean, std = _standardise(x[fit_idx].float())
-    fit = fit_logistic((x[fit_idx].float() - mean) / std, y[fit_idx], num_classes, probe.weight_decay, max_iter)
-    logits = ((x[hold_idx].float() - mean) / std) @ fit.weight + fit.bias
-    return fit_temperature(logits, y[hold_idx])
+    return fit_temperature(refit.holdout_logits(x), y[refit.hold_idx])

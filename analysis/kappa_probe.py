@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probclr.data.fractions import holdout_split
-from probclr.probes.linear import LinearProbe, _standardise, fit_logistic
+from analysis.calibration import HoldoutRefit, holdout_refit
+from probclr.probes.linear import LinearProbe
 
 
 class KappaTemperature(NamedTuple):
@@ -56,14 +56,11 @@ def fit_kappa_temperature(logits: Tensor, labels: Tensor, kappa: Tensor, max_ite
 
 def heldout_kappa_temperature(
     x: Tensor, y: Tensor, kappa: Tensor, num_classes: int, probe: LinearProbe, holdout: float, seed: int,
-    max_iter: int = 2000,
+    max_iter: int = 2000, refit: HoldoutRefit | None = None,
 ) -> KappaTemperature:
     """(T0, b) for ``probe`` without the test set: refit the probe (same weight decay) on (1 - holdout) of the
-    labeled subset and fit (T0, b) on the held-out rest with its kappas."""
-    fit_idx, hold_idx = holdout_split(y, holdout, seed)
-    if hold_idx.numel() < 2:
+    labeled subset and fit (T0, b) on the held-out rest with its kappas (``refit``: that refit, if at hand)."""
+    refit = refit or holdout_refit(x, y, num_classes, probe, holdout, seed, max_iter)
+    if refit.probe is None:
         return KappaTemperature(1.0, 0.0, float(kappa.double().log().mean()))
-    mean, std = _standardise(x[fit_idx].float())
-    fit = fit_logistic((x[fit_idx].float() - mean) / std, y[fit_idx], num_classes, probe.weight_decay, max_iter)
-    logits = ((x[hold_idx].float() - mean) / std) @ fit.weight + fit.bias
-    return fit_kappa_temperature(logits, y[hold_idx], kappa[hold_idx])
+    return fit_kappa_temperature(refit.holdout_logits(x), y[refit.hold_idx], kappa[refit.hold_idx])

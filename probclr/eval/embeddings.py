@@ -118,12 +118,13 @@ def _load_cached(path: Path, key: str) -> Embeddings:
 
 
 def cached_embeddings(
-    run_dir: Path, checkpoint: Path, parts: dict[str, ImageSet], batch_size: int = 512,
+    run_dir: Path, checkpoint: Path, parts: dict[str, ImageSet], batch_size: int = 512, digest: str | None = None,
 ) -> dict[str, Embeddings]:
     """The Embeddings of ``checkpoint`` on each image set of ``parts``, cached under ``run_dir/features`` and
     keyed by the checkpoint's and the images' contents (swapped class folders, another dataset of the same
-    size or another split never reuse a stale cache). The model is loaded only if some part is missing."""
-    digest = file_digest(checkpoint)
+    size or another split never reuse a stale cache). The model is loaded only if some part is missing;
+    ``digest`` is the checkpoint's sha256 when the caller has already hashed it."""
+    digest = digest or file_digest(checkpoint)
     run, out, model = RunDir(run_dir), {}, None
     for name, part in parts.items():
         key = _cache_key(digest, part)
@@ -170,8 +171,8 @@ def export_embeddings(run_dir: Path, checkpoint: Path | None = None, data_dir: s
         parts = {"train": splits.train, "test": splits.test}
         if splits.val is not None and splits.val.images.shape[0] > 0:
             parts["val"] = splits.val  # the validation split: for choices made by analyze (never test)
-        embs = cached_embeddings(run.root, stable, parts, cfg.eval.batch_size)
         digest = file_digest(stable)
+        embs = cached_embeddings(run.root, stable, parts, cfg.eval.batch_size, digest)
     path = run.embeddings_path(ckpt)
     atomic_torch_save(path, RunEmbeddings(digest, list(splits.train.classes), embs).to_file())
     return path

@@ -111,12 +111,13 @@ def _evaluate(
     num_classes = num_classes_of(splits)
     evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, cfg.fractions)
-    embs = cached_embeddings(run.root, stable, {"train": splits.train, split: evaluated}, cfg.batch_size)
+    digest = file_digest(stable)
+    embs = cached_embeddings(run.root, stable, {"train": splits.train, split: evaluated}, cfg.batch_size, digest)
     rows = probe_rows(embs["train"], embs[split], cfg, method, num_classes)
     if finetune:
         rows += finetune_rows(stable, splits, evaluated, cfg, method, num_classes, run_cfg)
     meta = {
-        "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": file_digest(stable),
+        "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": digest,
         "checkpoint_epoch": int(state.get("epoch", -1)), "eval_config": dataclasses.asdict(cfg),
         "run_config": state["config"], "provenance": provenance(torch.device("cpu"), command),
         "wall_s": time.perf_counter() - t0, "split": split, "split_sizes": split_sizes(splits),

@@ -162,6 +162,19 @@ def test_posterior_scale_zero_is_the_map_and_the_holdout_picks_a_scale_of_the_gr
     torch.testing.assert_close(BayesianProbe(x, y, 3, probe, 0.0).probs(xt), probe.probs(xt).double(), atol=1e-5, rtol=0)
     scale = heldout_posterior_scale(x, y, 3, probe, 0.2, 0)
     assert scale in POSTERIOR_SCALES
+    # reference: a fresh refit and one Laplace probe per scale, the holdout NLL of each, by hand
+    from analysis.calibration import holdout_refit
+
+    refit = holdout_refit(x, y, 3, probe, 0.2, 0)
+    hold_y = y[refit.hold_idx]
+
+    def nll(s):
+        p = BayesianProbe(x[refit.fit_idx], y[refit.fit_idx], 3, refit.probe, s).probs(x[refit.hold_idx], seed=0)
+        return float(-p[torch.arange(len(hold_y)), hold_y].clamp_min(1e-12).log().mean())
+
+    assert scale == min(POSTERIOR_SCALES, key=lambda s: (round(nll(s), 6), s))
+    # the shared refit gives the same choice as the function's own
+    assert heldout_posterior_scale(x, y, 3, probe, 0.2, 0, refit=refit) == scale
     with pytest.raises(ValueError, match="scale"):
         BayesianProbe(x, y, 3, probe, -1.0)
 
