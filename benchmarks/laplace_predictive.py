@@ -21,8 +21,8 @@ from typing import Any
 
 from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
 from analysis.calibration import holdout_refit
-from probclr.data.fractions import label_subset
 from probclr.config import EvalConfig
+from probclr.data.fractions import label_subset
 from probclr.eval.embeddings import Embeddings, load_run_embeddings
 from probclr.probes.linear import train_linear_probe
 from probclr.probes.metrics import score
