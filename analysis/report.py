@@ -163,10 +163,25 @@ def _html_table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True)
 
 
+def _md_cell(v: object) -> str:
+    """One Markdown table cell: whole floats as integers, others to 4 significant digits, NaN as a dash, a
+    literal | escaped (a score named "kappa | feature_norm" otherwise splits its row into one cell too many)."""
+    if isinstance(v, float):
+        if v != v:
+            text = "–"
+        elif v.is_integer() and abs(v) < 1e15:
+            text = str(int(v))
+        else:
+            text = f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    else:
+        text = str(v)
+    return text.replace("|", "\\|")
+
+
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 

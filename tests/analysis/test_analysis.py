@@ -300,3 +300,17 @@ def test_report_keeps_runs_with_the_same_folder_name_apart(analysed, tmp_path):
     assert "| a/prob |" in md and "| b/prob |" in md
     bad(["report", str(tmp_path / "a" / "prob"), str(tmp_path / "a" / "prob"), "--out", str(tmp_path / "r2")],
         "is given twice")
+
+
+def test_markdown_tables_escape_pipes_and_round_floats():
+    import pandas as pd
+
+    from analysis.report import _md_table
+
+    df = pd.DataFrame({"score": ["kappa | feature_norm (partial)", "kappa"], "rho": [0.0648778484, float("nan")],
+                       "n": [10000.0, 45000.0]})
+    lines = _md_table(df).splitlines()
+    # every row has as many unescaped separators as the header
+    assert {line.replace("\\|", "").count("|") for line in lines} == {4}
+    assert lines[2] == "| kappa \\| feature_norm (partial) | 0.06488 | 10000 |"
+    assert lines[3] == "| kappa | – | 45000 |"
