@@ -60,6 +60,7 @@ def one_subset(pool: Embeddings, val: Embeddings, fraction: float, seed: int, ev
 
 
 def main() -> None:
+    """Every subset of every fraction, then the Markdown table of means."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--fraction", type=float, action="append")

@@ -17,6 +17,7 @@ SCORES = ("kappa", "feature_norm", "proj_norm")
 
 
 def row(run: Path) -> str:
+    """The Markdown row of one protocol run (its analysis/ and eval/ outputs)."""
     a = run / "analysis"
     hum = pd.read_csv(a / "human_agreement.csv").set_index("score")
     ret = pd.read_csv(a / "retrieval.csv")
@@ -38,6 +39,7 @@ def row(run: Path) -> str:
 
 
 def main() -> None:
+    """Print the header and one row per run directory given."""
     print("| run | ρ(·, −H human): κ / ‖h‖ / ‖proj‖ | R-AUROC: κ / ‖h‖ / ‖proj‖ | crop less certain %: κ / ‖h‖ / ‖proj‖"
           " | NLL at 1 %: temperature / κ temperature / Laplace | linear accuracy % 1 / 10 / 100 |")
     print("|---|---|---|---|---|---|")
