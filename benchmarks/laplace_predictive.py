@@ -33,12 +33,14 @@ VARIANTS = {"mc64, min": ("mc", 64, "min"), "mc1024, min": ("mc", 1024, "min"), 
             "probit, 1se": ("probit", 0, "1se"), "mc64, 1se": ("mc", 64, "1se")}
 
 
-def one_subset(pool: Embeddings, val: Embeddings, fraction: float, seed: int, ev: EvalConfig) -> list[dict[str, Any]]:
+def one_subset(
+    pool: Embeddings, val: Embeddings, classes: int, fraction: float, seed: int, ev: EvalConfig
+) -> list[dict[str, Any]]:
     """The MAP probe and each variant's Laplace probe on one labeled subset, scored on the validation images."""
     idx = label_subset(pool.labels, fraction, seed)
     x, y = pool.h[idx], pool.labels[idx]
-    probe = train_linear_probe(x, y, 10, ev.weight_decays, ev.holdout, seed, ev.max_iter, ev.probe_tol)
-    refit = holdout_refit(x, y, 10, probe, ev.holdout, seed, ev.max_iter)
+    probe = train_linear_probe(x, y, classes, ev.weight_decays, ev.holdout, seed, ev.max_iter, ev.probe_tol)
+    refit = holdout_refit(x, y, classes, probe, ev.holdout, seed, ev.max_iter)
     p_map = probe.probs(val.h.float()).double()  # (N_val, C)
     base = score(p_map, val.labels)
     yv = val.labels.long().view(-1, 1)
@@ -47,9 +49,9 @@ def one_subset(pool: Embeddings, val: Embeddings, fraction: float, seed: int, ev
              "accuracy": base.accuracy, "nll": base.nll, "fit_s": 0.0, "d_nll_se": 0.0}]
     for name, (predictive, draws, rule) in VARIANTS.items():
         t0 = time.perf_counter()
-        scale = heldout_posterior_scale(x, y, 10, probe, ev.holdout, seed, refit=refit, predictive=predictive,
+        scale = heldout_posterior_scale(x, y, classes, probe, ev.holdout, seed, refit=refit, predictive=predictive,
                                         rule=rule)
-        bayes = BayesianProbe(x, y, 10, probe, scale, predictive)
+        bayes = BayesianProbe(x, y, classes, probe, scale, predictive)
         p = bayes.probs(val.h, draws=max(draws, 1), seed=seed)  # (N_val, C)
         s = score(p, val.labels)
         diff = -p.gather(1, yv).clamp_min(1e-12).log().squeeze(1) - nll_map  # (N_val,) paired per image
@@ -75,7 +77,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for fraction in a.fraction or [0.01, 0.1, 1.0]:
         for seed in range(a.seeds if fraction < 1 else 1):
-            rows += one_subset(pool, val, fraction, seed, ev)
+            rows += one_subset(pool, val, len(emb.classes), fraction, seed, ev)
             print(json.dumps(rows[-len(VARIANTS) - 1:]), flush=True)
     if a.out:
         a.out.write_text(json.dumps(rows, indent=1))

@@ -195,12 +195,13 @@ def test_one_se_rule_keeps_the_smallest_key_not_measurably_worse():
 
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(400, generator=gen, dtype=torch.float64)
-    noise = 0.01 * torch.randn(400, generator=gen, dtype=torch.float64)
-    # 0.3 is best; 0.1 is worse by 0.002 on average with paired noise of SE 0.0005 -> measurably worse;
-    # 0.0 is worse by 0.0001 (within one SE) -> kept, being the smallest
+    noise = torch.randn(400, generator=gen, dtype=torch.float64)
+    noise = 0.01 * (noise - noise.mean()) / noise.std()  # exactly mean 0, std 0.01: paired SE 0.0005
+    # 0.3 is best; 0.1 is worse by 0.002 on average (4 SE) -> measurably worse;
+    # 0.0 is worse by 0.0001 (0.2 SE) -> kept, being the smallest
     assert one_se_choice({0.0: base + 1e-4 + noise, 0.1: base + 2e-3 + noise, 0.3: base}) == 0.0
     assert one_se_choice({0.0: base + 0.05, 0.1: base + 2e-3 + noise, 0.3: base}) == 0.3
-    assert one_se_choice({0.0: base + 0.05, 0.1: base + 1e-5 * noise, 0.3: base}) == 0.1
+    assert one_se_choice({0.0: base + 0.05, 0.1: base + 1e-5 * noise, 0.3: base}) == 0.1  # mean diff 0
 
 
 def test_probit_predictive_matches_its_moments_and_the_monte_carlo_predictive():
