@@ -103,6 +103,9 @@ class LossConfig:
     # detached for the first mu_fraction of the epochs, then mu detached (only kappa's path is trained)
     phases: Literal["joint", "mu_then_kappa"] = "joint"
     mu_fraction: float = 0.5
+    # mc_infonce: the family of each view's embedding distribution: Power Spherical (rejection-free) or von
+    # Mises-Fisher (Wood's sampler, implicit reparameterisation in kappa); the KL term uses the same family
+    posterior: Literal["power_spherical", "vmf"] = "power_spherical"
 
 
 @dataclass(frozen=True)

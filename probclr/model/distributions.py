@@ -5,8 +5,10 @@ can be used in Pyro models. batch_shape = loc.shape[:-1], event_shape = (d,).
 
 von Mises-Fisher (Mardia & Jupp 2000): p(x) = C_d(kappa) exp(kappa mu^T x),
     log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa)
-with the stable log-Bessel of :mod:`probclr.bessel`. Sampling: Wood (1994)'s rejection sampler (not
-reparameterised). Power Spherical (De Cao & Aziz 2020): p(x) = N_d(kappa) (1 + mu^T x)^kappa, with
+with the stable log-Bessel of :mod:`probclr.bessel`. Sampling: Wood (1994)'s rejection sampler; ``rsample`` adds the
+implicit reparameterisation gradient of Figurnov, Mohamed & Mnih (2018) to w = mu^T x:
+dw/dkappa = -(dF/dkappa) / p(w) with F the CDF of w, computed by quadrature (:func:`vmf_dw_dkappa`).
+Power Spherical (De Cao & Aziz 2020): p(x) = N_d(kappa) (1 + mu^T x)^kappa, with
 t = mu^T x = 2 Beta(alpha, beta) - 1, alpha = (d-1)/2 + kappa, beta = (d-1)/2: rejection-free and fully
 reparameterised (``rsample``).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pyro.distributions import constraints
@@ -65,9 +68,32 @@ class _Spherical(Distribution):
         return log_area - self.entropy()
 
 
+_GL_NODES, _GL_WEIGHTS = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(64))  # on [-1, 1]
+
+
+def vmf_dw_dkappa(w: Tensor, kappa: Tensor, d: int, mean_w: Tensor) -> Tensor:
+    """The implicit reparameterisation gradient dw/dkappa of w = mu^T x, x ~ vMF(mu, kappa) on S^{d-1}.
+
+    w has density q(t) / Z with q(t) = exp(kappa t) (1 - t^2)^((d-3)/2) on (-1, 1). With the CDF F(w; kappa),
+    dF/dkappa = int_{-1}^{w} (t - E[t]) q(t) dt / Z = -int_{w}^{1} (t - E[t]) q(t) dt / Z, so
+    dw/dkappa = -(dF/dkappa) / (q(w) / Z) = int_w^1 (t - E[t]) q(t) / q(w) dt,
+    by 64-point Gauss-Legendre on [w, 1] in float64 (the ratio q(t) / q(w) in log space). ``mean_w`` is E[t]
+    = A_d(kappa). All (...,) tensors; returns (...,) float64. Verified against SciPy's ``quad``.
+    """
+    w, kappa, mean_w = w.double(), kappa.double(), mean_w.double()
+    s = _GL_NODES.to(w.device).view(*([1] * w.ndim), -1) * 0.5 + 0.5  # (..., G) in (0, 1)
+    half = (1 - w).unsqueeze(-1)  # (..., 1)
+    t = w.unsqueeze(-1) + half * s  # (..., G) nodes on (w, 1)
+    ex = (d - 3) / 2
+    log_ratio = kappa.unsqueeze(-1) * (t - w.unsqueeze(-1)) + ex * (
+        torch.log1p(-t * t) - torch.log1p(-w * w).unsqueeze(-1))  # log q(t) - log q(w)
+    f = (t - mean_w.unsqueeze(-1)) * torch.exp(log_ratio)  # (..., G)
+    return 0.5 * half.squeeze(-1) * (f * _GL_WEIGHTS.to(w.device)).sum(-1)
+
+
 class VonMisesFisher(_Spherical):
     """The von Mises-Fisher distribution on the unit sphere (mean direction, concentration)."""
-    has_rsample = False
+    has_rsample = True
 
     def log_normalizer(self) -> Tensor:
         """log C_d(kappa), (batch,)."""
@@ -92,12 +118,36 @@ class VonMisesFisher(_Spherical):
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         """Wood (1994): w = mu^T x by rejection from a Beta proposal, then a uniform tangent direction."""
         shape = torch.Size(sample_shape) + self.batch_shape
+        return self._embed(self._sample_w(shape).to(self.loc.dtype), shape)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        """Wood's draws with gradients: in ``loc`` through the rotation, in kappa by implicit
+        reparameterisation (w + (kappa - sg(kappa)) dw/dkappa, whose value is w and whose derivative is exact)."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        w = self._sample_w(shape)  # (*shape,) float64, no gradient
+        k = self.concentration.expand(shape)
+        with torch.no_grad():
+            grad = vmf_dw_dkappa(w, k, self.dim, self.mean_resultant_length().expand(shape))  # (*shape,)
+        w = w.to(self.loc.dtype) + (k - k.detach()) * grad.to(self.loc.dtype)  # value w, dw/dkappa = grad
+        return self._embed(w.clamp(-1.0, 1.0), shape)
+
+    def _embed(self, w: Tensor, shape: torch.Size) -> Tensor:
+        """w (*shape,) and a uniform tangent direction -> points (*shape, d) around ``loc``."""
+        w = w.unsqueeze(-1)
+        v = _uniform_tangent(shape, self.dim, self.loc)
+        y = torch.cat([w, torch.sqrt((1 - w * w).clamp_min(0)) * v], dim=-1)
+        return _householder_to(self.loc.expand(shape + (self.dim,)), y)
+
+    @torch.no_grad()
+    def _sample_w(self, shape: torch.Size) -> Tensor:
+        """Wood (1994)'s rejection sampler for w = mu^T x, (*shape,) float64."""
         d = self.dim
-        k = self.concentration.double().expand(shape)
-        b = (-2 * k + torch.sqrt(4 * k * k + (d - 1) ** 2)) / (d - 1)
+        k = self.concentration.detach().double().expand(shape)
+        b = (d - 1) / (2 * k + torch.sqrt(4 * k * k + (d - 1) ** 2))  # = (-2k + sqrt(4k^2 + (d-1)^2)) / (d-1)
         x0 = (1 - b) / (1 + b)
         c = k * x0 + (d - 1) * torch.log(1 - x0 * x0)
-        beta = Beta(torch.tensor((d - 1) / 2, dtype=torch.float64), torch.tensor((d - 1) / 2, dtype=torch.float64))
+        half = torch.tensor((d - 1) / 2, dtype=torch.float64, device=k.device)
+        beta = Beta(half, half)
         w = torch.zeros_like(k)
         todo = torch.ones_like(k, dtype=torch.bool)
         while bool(todo.any()):
@@ -107,10 +157,7 @@ class VonMisesFisher(_Spherical):
             ok = k * cand + (d - 1) * torch.log(1 - x0 * cand) - c >= torch.log(u)
             w = torch.where(todo & ok, cand, w)
             todo = todo & ~ok
-        w = w.to(self.loc.dtype).unsqueeze(-1)
-        v = _uniform_tangent(shape, d, self.loc)
-        y = torch.cat([w, torch.sqrt((1 - w * w).clamp_min(0)) * v], dim=-1)
-        return _householder_to(self.loc.expand(shape + (d,)), y)
+        return w
 
 
 class PowerSpherical(_Spherical):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from probclr.distributed import dist_info, gather_with_grad, local_rows
-from probclr.model.distributions import PowerSpherical
+from probclr.model.distributions import PowerSpherical, VonMisesFisher
 
 
 def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True) -> Tensor:
@@ -78,10 +78,17 @@ def _check_mc_args(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor,
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
 
 
-def _posterior(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor) -> PowerSpherical:
-    """The embedding posteriors of the 2N views, views a then views b, in float32."""
+POSTERIORS = ("power_spherical", "vmf")
 
-    return PowerSpherical(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
+
+def _posterior(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor,
+               family: str = "power_spherical") -> PowerSpherical | VonMisesFisher:
+    """The embedding posteriors of the 2N views, views a then views b, in float32: Power Spherical or
+    von Mises-Fisher (both reparameterised)."""
+    if family not in POSTERIORS:
+        raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {family!r}")
+    cls = PowerSpherical if family == "power_spherical" else VonMisesFisher
+    return cls(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
 
 
 def _mc_log_likelihood(z: Tensor, anchors: Tensor | None, temperature: float) -> Tensor:
@@ -111,11 +118,12 @@ def mc_infonce_from_samples(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) 
 
 def mc_infonce(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
-    kl_weight: float = 0.0,
+    kl_weight: float = 0.0, posterior: str = "power_spherical",
 ) -> Tensor:
     """Monte-Carlo InfoNCE likelihood (after Kirchhof et al., ICML 2023), the mean over 2N anchors.
 
-    Each view's embedding is uncertain: z ~ PowerSpherical(mu, kappa) (De Cao & Aziz 2020, reparameterised).
+    Each view's embedding is uncertain: z ~ PowerSpherical(mu, kappa) (De Cao & Aziz 2020, reparameterised),
+    or with ``posterior="vmf"`` z ~ vMF(mu, kappa) (Wood's sampler, implicit reparameterisation).
     Given the embeddings, the positive of anchor i is chosen among the 2N - 1 others with probability
     softmax_k(z_i^T z_k / temperature) -- NT-Xent's model. The likelihood of the observed pairing marginalises
     the embeddings: p_i = E_z[softmax_{pos(i)}], estimated with ``samples`` draws of every embedding, so
@@ -127,17 +135,17 @@ def mc_infonce(
     n = mu_a.shape[0]
     if n < 2:
         raise ValueError(f"mc_infonce needs N >= 2 pairs, got N = {n}")
-    posterior = _posterior(mu_a, kappa_a, mu_b, kappa_b)  # over (2N, D)
-    z = posterior.rsample(torch.Size([samples]))  # (M, 2N, D)
+    q = _posterior(mu_a, kappa_a, mu_b, kappa_b, posterior)  # over (2N, D)
+    z = q.rsample(torch.Size([samples]))  # (M, 2N, D)
     log_lik = _mc_log_likelihood(z, None, temperature)  # (2N,)
     if kl_weight == 0:
         return -log_lik.mean()
-    return -log_lik.mean() + kl_weight * posterior.kl_to_uniform().mean()
+    return -log_lik.mean() + kl_weight * q.kl_to_uniform().mean()
 
 
 def mc_infonce_global(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
-    kl_weight: float = 0.0,
+    kl_weight: float = 0.0, posterior: str = "power_spherical",
 ) -> Tensor:
     """:func:`mc_infonce` over the global batch of all ranks, for this rank's anchors, scaled for DDP.
 
@@ -149,11 +157,11 @@ def mc_infonce_global(
 
     info = dist_info()
     if info.world == 1:
-        return mc_infonce(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
+        return mc_infonce(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight, posterior)
     _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     b = mu_a.shape[0]
-    posterior = _posterior(mu_a, kappa_a, mu_b, kappa_b)
-    z = posterior.rsample(torch.Size([samples]))  # (M, 2B, D): this rank's draws, views a then b
+    q = _posterior(mu_a, kappa_a, mu_b, kappa_b, posterior)
+    z = q.rsample(torch.Size([samples]))  # (M, 2B, D): this rank's draws, views a then b
     za = gather_with_grad(z[:, :b].transpose(0, 1)).transpose(0, 1)  # (M, WB, D) in rank order
     zb = gather_with_grad(z[:, b:].transpose(0, 1)).transpose(0, 1)
     n = za.shape[1]
@@ -162,7 +170,7 @@ def mc_infonce_global(
     log_lik = _mc_log_likelihood(torch.cat([za, zb], dim=1), anchors, temperature)  # (2B,)
     loss = -log_lik.sum()
     if kl_weight > 0:
-        loss = loss + kl_weight * posterior.kl_to_uniform().sum()
+        loss = loss + kl_weight * q.kl_to_uniform().sum()
     return loss / (2 * n) * info.world
 
 

@@ -58,7 +58,8 @@ def contrastive_loss(out: HeadOutput, cfg: Config, phase: Phase = "joint") -> tu
         if cfg.loss.name == "shrinkage":
             loss = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.kl_weight)
         else:
-            loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight)
+            loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight,
+                                     cfg.loss.posterior)
         return loss, out.kappa.detach()
     z_a, z_b = out.proj.float().chunk(2)  # (B, P) each
     return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
