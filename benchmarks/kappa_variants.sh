@@ -17,8 +17,9 @@ declare -A sets=(
   [implicit-d16-b0]="--new-loss --set loss.kappa_head=implicit --set model.proj_dim=16 --set loss.kl_weight=0"
   [mlp-2phase-b1e-3]="--new-loss --set loss.phases=mu_then_kappa --set loss.kl_weight=1e-3"
   [implicit-2phase-b0]="--new-loss --set loss.kappa_head=implicit --set loss.phases=mu_then_kappa --set loss.kl_weight=0"
+  [vmf-b1e-3]="--new-loss --set loss.posterior=vmf --set loss.kl_weight=1e-3"
 )
-order=(implicit-b0 implicit-b1e-3 mlp-d16-b1e-3 implicit-d16-b0 mlp-2phase-b1e-3 implicit-2phase-b0 mlp-b1e-3 nt-xent)
+order=(implicit-b0 implicit-b1e-3 mlp-d16-b1e-3 implicit-d16-b0 mlp-2phase-b1e-3 implicit-2phase-b0 mlp-b1e-3 nt-xent vmf-b1e-3)
 names=(${*:-${order[@]}})
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/variants.log"; }
