@@ -17,6 +17,7 @@ from probclr.errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 MAX_PIXELS = 40_000_000  # larger images (a decompression bomb, a mistake) are refused before decoding
 MAX_ASPECT = 20  # a 1 x 1,000,000 strip would become an enormous image when its short side is resized
+DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 
 def _check_size(path: Path, wh: tuple[int, int], size: int | None) -> None:
@@ -28,7 +29,7 @@ def _check_size(path: Path, wh: tuple[int, int], size: int | None) -> None:
                         f" {size}x{size} by its shorter side")
 
 
-def _decode(path: Path, size: int | None) -> np.ndarray:
+def decode_one(path: Path, size: int | None) -> np.ndarray:
     """One image file -> (H, W, 3) uint8, converting grey, palette, RGBA and 16-bit modes to RGB."""
     try:
         with Image.open(path) as im:
@@ -55,16 +56,20 @@ def decode_files(paths: list[Path], size: int | None) -> Tensor:
     """Decode files in parallel threads -> (N, 3, H, W) uint8; all must share one size unless ``size``."""
     if not paths:
         raise DataError("no image files to decode")
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(lambda p: _decode(p, size), paths, chunksize=256))
-    first = arrays[0].shape
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        arrays = list(pool.map(lambda p: decode_one(p, size), paths, chunksize=256))
+    check_same_size(paths, arrays, paths[0], arrays[0].shape)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def check_same_size(paths: list[Path], arrays: list[np.ndarray], first_path: Path, first: tuple[int, ...]) -> None:
+    """Every decoded (H, W, 3) array has the shape of the first image, or a one-line error names both."""
     for p, a in zip(paths, arrays, strict=True):
         if a.shape != first:
             raise DataError(
-                f"image {str(p)!r} is {a.shape[1]}x{a.shape[0]} but {str(paths[0])!r} is {first[1]}x{first[0]};"
+                f"image {str(p)!r} is {a.shape[1]}x{a.shape[0]} but {str(first_path)!r} is {first[1]}x{first[0]};"
                 " set data.image_size to resize all images"
             )
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def _listing(root: Path) -> list[Path]:
@@ -84,8 +89,9 @@ def _listing(root: Path) -> list[Path]:
     return files
 
 
-def read_image_folder(root: Path, size: int | None) -> ImageSet:
-    """Class subfolders (``root/<class>/*``) or a flat folder of unlabeled images."""
+def list_image_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """The image files of class subfolders (``root/<class>/*``) or of one flat folder (labels -1), with their
+    labels and the class names, without decoding a pixel."""
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a folder")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -95,18 +101,22 @@ def read_image_folder(root: Path, size: int | None) -> ImageSet:
             f"{str(root)!r} mixes class folders and loose files ({loose[0].name!r});"
             " use either class subfolders or one flat folder"
         )
-    if subdirs:
-        paths, labels = [], []
-        for k, d in enumerate(subdirs):
-            files = _listing(d)
-            if not files:
-                raise DataError(f"class folder {str(d)!r} holds no images")
-            paths += files
-            labels += [k] * len(files)
-        classes = tuple(d.name for d in subdirs)
-    else:
+    if not subdirs:
         paths = _listing(root)
         if not paths:
             raise DataError(f"image folder {str(root)!r} holds no images")
-        labels, classes = [-1] * len(paths), ()
+        return paths, [-1] * len(paths), ()
+    paths, labels = [], []
+    for k, d in enumerate(subdirs):
+        files = _listing(d)
+        if not files:
+            raise DataError(f"class folder {str(d)!r} holds no images")
+        paths += files
+        labels += [k] * len(files)
+    return paths, labels, tuple(d.name for d in subdirs)
+
+
+def read_image_folder(root: Path, size: int | None) -> ImageSet:
+    """Class subfolders (``root/<class>/*``) or a flat folder of unlabeled images, decoded into memory."""
+    paths, labels, classes = list_image_folder(root)
     return ImageSet(decode_files(paths, size), torch.tensor(labels, dtype=torch.int64), classes)

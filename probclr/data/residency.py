@@ -2,11 +2,14 @@
 
 - ``device``: the whole set on the training device; a batch is one index (the default when it fits);
 - ``host``: in (pinned, on CUDA) host memory; each batch is gathered on the host and copied asynchronously;
-- ``stream``: memory-mapped from an ``.npy`` file in the cache folder (written once, keyed by the images'
-  contents); each batch reads only its rows, in file order, then restores the batch order. The decoded set
-  then need not stay in memory during training (the page cache holds what the OS can spare).
+- ``stream``: memory-mapped from an ``.npy`` file in the cache folder; each batch reads only its rows, in
+  file order, then restores the batch order. Image folders are decoded straight into such files, chunk by
+  chunk (:mod:`probclr.data.mapped`), so the decoded set is never in memory; other sources (CIFAR-10's
+  python batches, STL-10's binaries, digits) are decoded in memory and then written once, keyed by the
+  images' contents, and let go (the page cache holds what the OS can spare).
 - ``auto``: ``device`` if the set takes under half the device's free memory (on the CPU: always), else
-  ``host`` if under half the machine's available memory, else ``stream``.
+  ``host`` if under half the machine's available memory, else ``stream`` (an image folder whose decoded
+  images would take over half the available memory is decoded into memory maps from the start).
 
 Augmentation stays batched on the training device in every mode. The same indices give the same uint8 batch
 in every mode, so a run is bit-identical whatever its residency (tested on the CPU).
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probclr.data.mapped import mapped_file
 from probclr.io import atomic_write_bytes
 
 RESIDENCIES = ("auto", "device", "host", "stream")
@@ -104,4 +108,4 @@ def make_source(images: Tensor, residency: str, device: torch.device, cache_dir:
         return DeviceSource(images, device), mode
     if mode == "host":
         return HostSource(images, device), mode
-    return StreamSource(memmap_file(images, cache_dir), device), mode
+    return StreamSource(mapped_file(images) or memmap_file(images, cache_dir), device), mode

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from probclr.config import DataConfig
 from probclr.data.cache import DecodedCache
 from probclr.data.folders import read_image_folder
+from probclr.data.mapped import MappedSplits, streams, take_indices
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import hold_out_validation
 from probclr.errors import DataError
@@ -37,13 +38,15 @@ def load_splits(cfg: DataConfig) -> Splits:
         s = stl10(cfg)
     else:
         s = imagefolder(cfg)
+    if s.val is not None:  # memory-mapped (probclr.data.mapped): limited and split before decoding
+        return s
     return hold_out_validation(limit(s, cfg.train_limit, cfg.test_limit), cfg)
 
 
 def _take(part: ImageSet, n: int | None, seed: int) -> ImageSet:
     if n is None or n >= part.images.shape[0]:
         return part
-    idx = torch.sort(torch.randperm(part.images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]).values
+    idx = take_indices(part.images.shape[0], n, seed)
     return ImageSet(part.images[idx], part.labels[idx], part.classes)
 
 
@@ -190,6 +193,8 @@ def cifar10(cfg: DataConfig) -> Splits:
         entry = DecodedCache(cfg, "cifar10-batches", batches)
         return entry.get() or entry.put(_read_cifar_batches(batches))
     if (root / "train").is_dir() and (root / "test").is_dir():
+        if streams(cfg, root, split=True):
+            return MappedSplits(cfg, "cifar10-folder", root).load(split=True)
         entry = DecodedCache(cfg, "cifar10-folder", root)
         return entry.get() or entry.put(_split_folders(root, cfg.image_size))
     if cfg.download:
@@ -265,7 +270,10 @@ def imagefolder(cfg: DataConfig) -> Splits:
     root = Path(cfg.data_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a folder")
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    if streams(cfg, root, split):
+        return MappedSplits(cfg, "imagefolder-split" if split else "imagefolder", root).load(split)
+    if split:
         entry = DecodedCache(cfg, "imagefolder-split", root)
         return entry.get() or entry.put(_split_folders(root, cfg.image_size))
     entry = DecodedCache(cfg, "imagefolder", root)

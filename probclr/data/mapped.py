@@ -1,0 +1,182 @@
+"""Image folders decoded straight into memory-mapped ``.npy`` files, for datasets whose decoded images do
+not fit in memory (``data.residency: stream``, or ``auto`` when the decoded set would take more than half
+of the available memory).
+
+The files are decoded chunk by chunk (at most ``CHUNK`` decoded images in memory at once) into the cache
+folder and opened as memory maps; every split is a view of them, so only the rows a batch reads are paged
+in, and the page cache gives them back under memory pressure. Limits (``data.train_limit`` /
+``test_limit``) and the validation split are applied to the file listing before decoding, exactly as
+:func:`probclr.data.sources.limit` and :func:`probclr.data.validation.hold_out_validation` do to decoded
+sets, and the training images are written label pool first, then the validation split (each in folder
+order), so that both are contiguous views. Pool, validation and test images equal the in-memory path's;
+pretraining sees the same images with the validation split last (so the same seed shuffles another order
+than an in-memory run). An entry is keyed by the folder's files (names, sizes, times), the image size, the
+limits and the split; it is written under a temporary name and renamed when complete, and an entry that
+does not load is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from probclr.config import DataConfig
+from probclr.data.cache import _fingerprint, cache_dir
+from probclr.data.folders import DECODE_THREADS, check_same_size, decode_one, list_image_folder
+from probclr.data.splits import ImageSet, Splits
+from probclr.data.validation import resolve_val_size, validation_indices
+from probclr.io import atomic_torch_save
+
+CHUNK = 512  # images decoded at once
+_FILES: dict[tuple[int, tuple[int, ...]], Path] = {}  # (data_ptr, shape) of a mapped tensor -> its file
+
+
+def mapped_file(images: Tensor) -> Path | None:
+    """The ``.npy`` file a whole mapped image tensor is a view of (None for images held in memory)."""
+    return _FILES.get((images.data_ptr(), tuple(images.shape)))
+
+
+def open_mapped(path: Path) -> Tensor:
+    """A uint8 (N, C, H, W) ``.npy`` file as a tensor over a copy-on-write memory map (nothing read yet)."""
+    t = torch.from_numpy(np.load(path, mmap_mode="c"))
+    _FILES[(t.data_ptr(), tuple(t.shape))] = path
+    return t
+
+
+def decoded_bytes(paths: list[Path], size: int | None) -> int:
+    """The decoded size of ``paths`` as uint8 RGB, from the first file's header (all share one size or are
+    resized to ``size``); 0 when that header does not read (decoding then reports the file)."""
+    if size is None:
+        try:
+            with Image.open(paths[0]) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - an unreadable file is named by the decoder's own error
+            return 0
+    else:
+        w = h = size
+    return len(paths) * 3 * w * h
+
+
+def decode_to_npy(paths: list[Path], size: int | None, dest: Path) -> None:
+    """Decode ``paths`` in order into ``dest`` (N, 3, H, W) uint8, ``CHUNK`` images at a time; written to a
+    temporary file and renamed when complete (nothing half-written is left on an error)."""
+    first = decode_one(paths[0], size)  # (H, W, 3)
+    tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, *first.shape[:2]))
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            for start in range(0, len(paths), CHUNK):
+                chunk = paths[start:start + CHUNK]
+                arrays = list(pool.map(lambda p: decode_one(p, size), chunk))
+                check_same_size(chunk, arrays, paths[0], first.shape)
+                out[start:start + len(chunk)] = np.stack(arrays).transpose(0, 3, 1, 2)  # (c, 3, H, W)
+        out.flush()
+        del out
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def take_indices(n_total: int, n: int | None, seed: int) -> Tensor:
+    """The rows a seeded limit keeps, sorted (all rows when ``n`` is None or not smaller)."""
+    if n is None or n >= n_total:
+        return torch.arange(n_total)
+    return torch.sort(torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]).values
+
+
+def _pool_then_val(labels: Tensor, cfg: DataConfig) -> tuple[Tensor, int]:
+    """Row order of the labeled training file (label pool, then validation split) and the pool's size."""
+    n_labeled = int((labels >= 0).sum())
+    size = resolve_val_size(cfg, n_labeled) if n_labeled else 0
+    if size == 0:
+        return torch.arange(labels.numel()), labels.numel()
+    pool, val = validation_indices(labels, size, cfg.val_seed)
+    return torch.cat([pool, val]), pool.numel()
+
+
+class _Plan:
+    """What to decode, in which order: the (limited) training files as pool then validation, the test files."""
+
+    def __init__(self, cfg: DataConfig, root: Path, split: bool) -> None:
+        if split:
+            tr_paths, tr_labels, self.classes = list_image_folder(root / "train")
+            te_paths, te_labels, te_classes = list_image_folder(root / "test")
+            if te_classes != self.classes:
+                from probclr.errors import DataError
+
+                raise DataError(f"{str(root)!r}: train and test class folders differ: {self.classes} vs {te_classes}")
+        else:
+            tr_paths, tr_labels, self.classes = list_image_folder(root)
+            te_paths, te_labels = [], []
+        self.has_pool = split or bool(self.classes)  # an unlabeled flat folder only pretrains
+        rows = take_indices(len(tr_paths), cfg.train_limit, 0 if self.has_pool else 1)
+        labels = torch.tensor(tr_labels, dtype=torch.int64)[rows]  # (N,)
+        order, self.n_pool = _pool_then_val(labels, cfg) if self.has_pool else (torch.arange(rows.numel()), 0)
+        self.train_paths = [tr_paths[i] for i in rows[order].tolist()]
+        self.train_labels = labels[order]
+        te_rows = take_indices(len(te_paths), cfg.test_limit, 2)
+        self.test_paths = [te_paths[i] for i in te_rows.tolist()]
+        self.test_labels = torch.tensor(te_labels, dtype=torch.int64)[te_rows] if te_paths else torch.zeros(0).long()
+
+
+class MappedSplits:
+    """One cache entry: a folder's splits as memory-mapped files (see the module doc)."""
+
+    def __init__(self, cfg: DataConfig, name: str, root: Path) -> None:
+        parts = [name, str(root.resolve()), str(cfg.image_size), str(cfg.train_limit), str(cfg.test_limit),
+                 str(cfg.val_size), str(cfg.val_seed), cfg.dataset]
+        self.dir = cache_dir(cfg) / f"{name}-{_fingerprint(parts, root)}.mapped"
+        self.cfg, self.root = cfg, root
+
+    def load(self, split: bool) -> Splits:
+        """The entry's splits, decoding the folder first when the entry is missing or damaged."""
+        got = self._get()
+        if got is None:
+            self._put(_Plan(self.cfg, self.root, split))
+            got = self._get()
+            assert got is not None, f"the mapped cache entry {self.dir} did not load after writing it"
+        return got
+
+    def _put(self, plan: _Plan) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "meta.pt").unlink(missing_ok=True)  # the entry is complete only once meta.pt is back
+        decode_to_npy(plan.train_paths, self.cfg.image_size, self.dir / "train.npy")
+        if plan.test_paths:
+            decode_to_npy(plan.test_paths, self.cfg.image_size, self.dir / "test.npy")
+        meta = {"train_labels": plan.train_labels, "test_labels": plan.test_labels, "classes": list(plan.classes),
+                "n_pool": plan.n_pool, "has_pool": plan.has_pool}
+        atomic_torch_save(self.dir / "meta.pt", meta)
+
+    def _get(self) -> Splits | None:
+        try:
+            meta = torch.load(self.dir / "meta.pt", weights_only=True)
+            full = open_mapped(self.dir / "train.npy")  # (N, 3, H, W)
+            test = open_mapped(self.dir / "test.npy") if meta["test_labels"].numel() else full[:0]
+        except Exception:  # noqa: BLE001 - a missing or damaged entry is rebuilt, never trusted
+            return None
+        labels, classes, n_pool = meta["train_labels"], tuple(meta["classes"]), int(meta["n_pool"])
+        if labels.shape != full.shape[:1] or meta["test_labels"].shape != test.shape[:1]:
+            return None
+        pretrain = ImageSet(full, labels, classes)
+        if not meta["has_pool"]:
+            empty = ImageSet(full[:0], labels[:0], classes)
+            return Splits(pretrain=pretrain, train=empty, test=empty, val=empty)
+        return Splits(pretrain=pretrain, train=ImageSet(full[:n_pool], labels[:n_pool], classes),
+                      test=ImageSet(test, meta["test_labels"], classes),
+                      val=ImageSet(full[n_pool:], labels[n_pool:], classes))
+
+
+def streams(cfg: DataConfig, root: Path, split: bool) -> bool:
+    """Whether a folder is decoded into memory maps: ``data.residency: stream``, or ``auto`` when its decoded
+    training images would take more than half of the memory now available."""
+    if cfg.residency != "auto":
+        return cfg.residency == "stream"
+    paths, _, _ = list_image_folder(root / "train" if split else root)
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return decoded_bytes(paths, cfg.image_size) > 0.5 * available
