@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -69,18 +70,29 @@ def decode_to_npy(paths: list[Path], size: int | None, dest: Path) -> None:
     first = decode_one(paths[0], size)  # (H, W, 3)
     tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, *first.shape[:2]))
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, *first.shape[:2]))
+        offset = header.offset
+        del header  # a sparse file with the .npy header; the rows are written with plain writes below
+        with open(tmp, "r+b") as fh, ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            fh.seek(offset)
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
                 arrays = list(pool.map(lambda p: decode_one(p, size), chunk))
                 check_same_size(chunk, arrays, paths[0], first.shape)
-                out[start:start + len(chunk)] = np.stack(arrays).transpose(0, 3, 1, 2)  # (c, 3, H, W)
-        out.flush()
-        del out
+                fh.write(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)).data)  # (c, 3, H, W)
+                _drop_written(fh)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _drop_written(fh: BinaryIO) -> None:
+    """Write the file's dirty pages out and drop them from the page cache, so that decoding a set larger than
+    memory never holds more than a chunk of it (dirty pages cannot be reclaimed until written)."""
+    fh.flush()
+    os.fdatasync(fh.fileno())
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def take_indices(n_total: int, n: int | None, seed: int) -> Tensor:

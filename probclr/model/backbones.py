@@ -87,11 +87,13 @@ class Encoder(nn.Module):
 
 
 def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of a uint8 (N, C, H, W) set, in [0, 1] units, computed in chunks."""
+    """Per-channel mean and std of a uint8 (N, C, H, W) set, in [0, 1] units, computed in chunks of at most
+    2^22 values (32 MB in float64, whatever the image size: the set may be memory-mapped and larger than memory)."""
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
     count = 0
-    for chunk in images.split(4096):
+    per_image = max(1, images[0].numel()) if images.shape[0] else 1
+    for chunk in images.split(max(1, 2**22 // per_image)):
         x = chunk.to(torch.float64).div(255)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
