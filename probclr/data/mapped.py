@@ -18,6 +18,7 @@ does not load is rebuilt, never trusted.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +49,28 @@ def open_mapped(path: Path) -> Tensor:
     t = torch.from_numpy(np.load(path, mmap_mode="c"))
     _FILES[(t.data_ptr(), tuple(t.shape))] = path
     return t
+
+
+def chunks(images: Tensor, rows: int) -> Iterator[Tensor]:
+    """``images.split(rows)``; for a whole mapped tensor read from its file with plain reads (no page faults,
+    each chunk dropped from the page cache once read), so that a pass over a set larger than memory neither
+    grows the process nor thrashes the cache."""
+    path = mapped_file(images)
+    if path is None:
+        yield from images.split(rows)
+        return
+    offset = int(np.load(path, mmap_mode="r").offset)
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        for start in range(0, images.shape[0], rows):
+            buf = torch.empty((min(rows, images.shape[0] - start), *images.shape[1:]), dtype=torch.uint8)
+            view = memoryview(buf.numpy()).cast("B")
+            got = 0
+            while got < len(view):
+                got += fh.readinto(view[got:]) or 0
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            yield buf
 
 
 def decoded_bytes(paths: list[Path], size: int | None) -> int:

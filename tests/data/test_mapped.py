@@ -134,3 +134,18 @@ def test_a_mapped_folder_run_equals_the_in_memory_run_bit_for_bit(tmp_path):
     assert got["metrics"][-1]["loss"] == ref["metrics"][-1]["loss"]
     for k, v in ref["model"].items():
         assert torch.equal(got["model"][k], v), k
+
+
+def test_chunks_read_from_the_file_give_the_same_channel_statistics(tmp_path):
+    from probclr.model.backbones import channel_stats
+
+    _split_folder(tmp_path / "imgs")
+    s = load_splits(_cfg(tmp_path, tmp_path / "imgs", "stream"))
+    images = s.pretrain.images
+    read = list(mapped.chunks(images, 4))
+    assert [c.shape[0] for c in read] == [4, 4, 4, 4, 2] and torch.equal(torch.cat(read), images)
+    in_memory = images.clone()  # not mapped: split as usual
+    assert mapped.mapped_file(in_memory) is None and torch.equal(torch.cat(list(mapped.chunks(in_memory, 5))), images)
+    ref = channel_stats(in_memory)
+    got = channel_stats(images, mapped.chunks(images, 4))
+    assert all(torch.allclose(a, b, atol=1e-7, rtol=0) for a, b in zip(ref, got, strict=True))
