@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,13 +54,30 @@ def decode_one(path: Path, size: int | None) -> np.ndarray:
 
 
 def decode_files(paths: list[Path], size: int | None) -> Tensor:
-    """Decode files in parallel threads -> (N, 3, H, W) uint8; all must share one size unless ``size``."""
+    """Decode files in parallel threads -> (N, 3, H, W) uint8; all must share one size unless ``size``.
+    The output is allocated once and filled chunk by chunk (peak memory: the set plus one chunk)."""
     if not paths:
         raise DataError("no image files to decode")
+    chunks = decoded_chunks(paths, size)
+    start, first = next(chunks)
+    out = np.empty((len(paths), *first.shape[1:]), dtype=np.uint8)  # (N, 3, H, W)
+    out[: len(first)] = first
+    for start, chunk in chunks:
+        out[start:start + len(chunk)] = chunk
+    return torch.from_numpy(out)
+
+
+def decoded_chunks(paths: list[Path], size: int | None, chunk: int = 512) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, images (c, 3, H, W) uint8) for consecutive chunks of ``paths``, decoded in parallel threads;
+    every image must have the first one's size (or is resized to ``size``)."""
+    first_shape: tuple[int, ...] | None = None
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        arrays = list(pool.map(lambda p: decode_one(p, size), paths, chunksize=256))
-    check_same_size(paths, arrays, paths[0], arrays[0].shape)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        for start in range(0, len(paths), chunk):
+            part = paths[start:start + chunk]
+            arrays = list(pool.map(lambda p: decode_one(p, size), part))
+            first_shape = first_shape or arrays[0].shape
+            check_same_size(part, arrays, paths[0], first_shape)
+            yield start, np.stack(arrays).transpose(0, 3, 1, 2)  # (c, 3, H, W)
 
 
 def check_same_size(paths: list[Path], arrays: list[np.ndarray], first_path: Path, first: tuple[int, ...]) -> None:

@@ -17,9 +17,9 @@ does not load is rebuilt, never trusted.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from probclr.config import DataConfig
 from probclr.data.cache import _fingerprint, cache_dir
-from probclr.data.folders import DECODE_THREADS, check_same_size, decode_one, list_image_folder
+from probclr.data.folders import decoded_chunks, list_image_folder
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import resolve_val_size, validation_indices
 from probclr.io import atomic_torch_save
@@ -90,19 +90,17 @@ def decoded_bytes(paths: list[Path], size: int | None) -> int:
 def decode_to_npy(paths: list[Path], size: int | None, dest: Path) -> None:
     """Decode ``paths`` in order into ``dest`` (N, 3, H, W) uint8, ``CHUNK`` images at a time; written to a
     temporary file and renamed when complete (nothing half-written is left on an error)."""
-    first = decode_one(paths[0], size)  # (H, W, 3)
     tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
     try:
-        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, *first.shape[:2]))
+        chunks = decoded_chunks(paths, size, CHUNK)
+        _, first = next(chunks)  # (c, 3, H, W)
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *first.shape[1:]))
         offset = header.offset
         del header  # a sparse file with the .npy header; the rows are written with plain writes below
-        with open(tmp, "r+b") as fh, ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        with open(tmp, "r+b") as fh:
             fh.seek(offset)
-            for start in range(0, len(paths), CHUNK):
-                chunk = paths[start:start + CHUNK]
-                arrays = list(pool.map(lambda p: decode_one(p, size), chunk))
-                check_same_size(chunk, arrays, paths[0], first.shape)
-                fh.write(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)).data)  # (c, 3, H, W)
+            for chunk in itertools.chain([first], (c for _, c in chunks)):
+                fh.write(np.ascontiguousarray(chunk).data)
                 _drop_written(fh)
         os.replace(tmp, dest)
     finally:

@@ -74,7 +74,9 @@ def test_decoding_goes_chunk_by_chunk_and_the_entry_is_reused(tmp_path, monkeypa
     cfg = _cfg(tmp_path, tmp_path / "imgs", "stream")
     first = load_splits(cfg)
     assert max(stacked) == 4 and sum(stacked) == 18 + 12  # train then test, 4 images at a time
-    monkeypatch.setattr(mapped, "decode_one", lambda *a: pytest.fail("a cached entry was decoded again"))
+    from probclr.data import folders
+
+    monkeypatch.setattr(folders, "decode_one", lambda *a: pytest.fail("a cached entry was decoded again"))
     again = load_splits(cfg)
     _assert_same(again.pretrain, first.pretrain)
 
