@@ -175,21 +175,29 @@ def test_vmf_implicit_gradient_matches_scipy_quadrature(d, kappa):
 
 @pytest.mark.parametrize("d,kappa", [(16, 5.0), (128, 100.0), (128, 3000.0)])
 def test_vmf_rsample_gradients_are_the_derivatives_of_its_moments(d, kappa):
-    """E[w] = A_d(kappa) and E[w^2] = 1 - (d - 1) A_d(kappa) / kappa (Mardia & Jupp 2000): the mean over
-    draws of the reparameterised gradient equals the derivative of the closed form (autograd on the Bessel
-    ratio), for a linear and a non-linear function of the draw."""
+    """E[w] = A_d(kappa) and E[w^2] = 1 - (d - 1) A_d(kappa) / kappa (Mardia & Jupp 2000): the reparameterised
+    gradient of the Monte-Carlo mean is unbiased for the derivative of the closed form (autograd on the Bessel
+    ratio), within 4 standard errors of its per-draw terms f'(w) dw/dkappa, for a linear and a non-linear f."""
+    from probclr.model.distributions import vmf_dw_dkappa
+
     torch.manual_seed(0)
-    n = 100_000
+    n = 40_000
     loc = torch.zeros(d, dtype=torch.float64)
     loc[0] = 1
-    for f, closed in ((lambda w: w, lambda a, k: a), (lambda w: w * w, lambda a, k: 1 - (d - 1) * a / k)):
+    cases = ((lambda w: w, lambda w: torch.ones_like(w), lambda a, k: a),
+             (lambda w: w * w, lambda w: 2 * w, lambda a, k: 1 - (d - 1) * a / k))
+    for f, df, closed in cases:
         k = torch.tensor(kappa, dtype=torch.float64, requires_grad=True)
-        w = VonMisesFisher(loc, k).rsample((n,))[:, 0]  # (n,)
+        dist = VonMisesFisher(loc, k)
+        w = dist.rsample((n,))[:, 0]  # (n,)
         f(w).mean().backward()
+        terms = df(w.detach()) * vmf_dw_dkappa(w.detach(), k.detach().expand(n), d,
+                                                dist.mean_resultant_length().detach().expand(n))  # (n,)
+        assert k.grad.item() == pytest.approx(terms.mean().item(), rel=1e-9)  # autograd = the implicit terms
         k2 = torch.tensor(kappa, dtype=torch.float64, requires_grad=True)
         closed(VonMisesFisher(loc, k2).mean_resultant_length(), k2).backward()
-        assert k.grad.item() == pytest.approx(k2.grad.item(), rel=3e-3)
-        assert k2.grad.item() != 0
+        assert abs(terms.mean().item() - k2.grad.item()) < 4 * terms.std().item() / n**0.5
+        assert abs(k2.grad.item()) > 10 * terms.std().item() / n**0.5  # the check can tell a wrong sign or scale
 
 
 def test_vmf_rsample_value_is_the_sampler_draw_and_moves_with_loc():
