@@ -75,12 +75,14 @@ class StreamSource:
 
     def batch(self, idx: Tensor) -> Tensor:
         order = idx.cpu().numpy()
-        rows = np.empty((len(order), *self.shape[1:]), dtype=np.uint8)
+        cuda = self.device.type == "cuda"
+        out = torch.empty((len(order), *self.shape[1:]), dtype=torch.uint8, pin_memory=cuda)  # (B, C, H, W)
+        rows = out.numpy()
         for j in np.argsort(order, kind="stable"):  # in file order, each into its batch position
             view = memoryview(rows[j]).cast("B")
             if os.preadv(self.fd, [view], self.offset + int(order[j]) * self.row) != self.row:
                 raise OSError(f"short read of image {int(order[j])} from the stream file")
-        return torch.from_numpy(rows).to(self.device, non_blocking=self.device.type == "cuda")
+        return out.to(self.device, non_blocking=cuda)  # pinned on CUDA: the copy overlaps the step
 
     def __del__(self) -> None:
         if hasattr(self, "fd"):

@@ -83,3 +83,28 @@ def test_compiled_step_equals_eager():
     nt_xent(*z2.chunk(2), 0.5).backward()
     for (name, p1), p2 in zip(eager.named_parameters(), compiled_model.parameters(), strict=True):
         torch.testing.assert_close(p2.grad, p1.grad, atol=1e-3, rtol=1e-2, msg=name)
+
+
+def test_stream_and_host_sources_on_cuda_give_the_cpu_batches(tmp_path):
+    from probclr.data.residency import DeviceSource, HostSource, StreamSource, memmap_file
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (200, 3, 16, 16), generator=g, dtype=torch.uint8)
+    path = memmap_file(images, tmp_path)
+    cuda = torch.device("cuda")
+    for source in (DeviceSource(images, cuda), HostSource(images, cuda), StreamSource(path, cuda)):
+        idx = torch.randperm(200, generator=g)[:64]
+        batch = source.batch(idx)
+        assert batch.device.type == "cuda" and torch.equal(batch.cpu(), images[idx])
+
+
+def test_vmf_posterior_loss_runs_on_cuda_and_matches_cpu_in_the_deterministic_limit():
+    from probclr.model.losses import mc_infonce
+
+    g = torch.Generator().manual_seed(0)
+    mu_a = F.normalize(torch.randn(16, 32, generator=g), dim=1)
+    mu_b = F.normalize(mu_a + 0.3 * torch.randn(16, 32, generator=g), dim=1)
+    k = torch.full((16,), 1e6)
+    on_cuda = mc_infonce(mu_a.cuda(), k.cuda(), mu_b.cuda(), k.cuda(), 0.5, 8, 1e-3, "vmf").item()
+    on_cpu = mc_infonce(mu_a, k, mu_b, k, 0.5, 8, 1e-3, "vmf").item()
+    assert abs(on_cuda - on_cpu) < 1e-3
