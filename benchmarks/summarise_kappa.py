@@ -18,42 +18,41 @@ from scipy import stats
 SCORES = ("kappa", "feature_norm", "proj_norm")
 
 
+def tables(run: Path) -> dict[str, pd.Series]:
+    """A run's measures by score: rho with -H_human, R-AUROC, crop rate; NLL at 1 % by probe; accuracy by fraction."""
+    a = run / "analysis"
+    ret = pd.read_csv(a / "retrieval.csv")
+    crop = pd.read_csv(a / "ambiguity_per_image.csv")
+    cal = pd.read_csv(a / "calibration.csv")
+    ev = pd.read_csv(run / "eval" / "last" / "results.csv")
+    return {"rho": pd.read_csv(a / "human_agreement.csv").set_index("score")["rho"],
+            "R-AUROC": ret[ret.metric == "R-AUROC"].set_index("score")["value"],
+            "crop": crop[crop.statistic == "less certain than the full image"].set_index("score")["value"],
+            "nll1": cal[cal.fraction == 0.01].groupby("probe")["nll"].mean(),
+            "acc": ev[ev.probe == "linear"].groupby("fraction")["accuracy"].mean() * 100}
+
+
 def row(run: Path) -> str:
     """The Markdown row of one protocol run (its analysis/ and eval/ outputs)."""
-    a = run / "analysis"
-    hum = pd.read_csv(a / "human_agreement.csv").set_index("score")
-    ret = pd.read_csv(a / "retrieval.csv")
-    rauc = ret[ret.metric == "R-AUROC"].set_index("score")["value"]
-    crop = pd.read_csv(a / "ambiguity_per_image.csv")
-    crop = crop[crop.statistic == "less certain than the full image"].set_index("score")["value"]
-    cal = pd.read_csv(a / "calibration.csv")
-    nll1 = cal[cal.fraction == 0.01].groupby("probe")["nll"].mean()
-    ev = pd.read_csv(run / "eval" / "last" / "results.csv")
-    acc = ev[ev.probe == "linear"].groupby("fraction")["accuracy"].mean() * 100
+    t = tables(run)
 
     def three(series: pd.Series, fmt: str) -> str:
         return " / ".join(format(series[s], fmt) if s in series.index else "–" for s in SCORES)
 
-    nlls = " / ".join(f"{nll1[p]:.3f}" if p in nll1.index else "–"
+    nlls = " / ".join(f"{t['nll1'][p]:.3f}" if p in t["nll1"].index else "–"
                       for p in ("linear + temperature", "linear + kappa temperature", "Bayesian linear (Laplace)"))
-    return (f"| {run.name} | {three(hum['rho'], '+.3f')} | {three(rauc, '.3f')} | {three(crop * 100, '.1f')} |"
-            f" {nlls} | {' / '.join(f'{v:.1f}' for v in acc)} |")
+    return (f"| {run.name} | {three(t['rho'], '+.3f')} | {three(t['R-AUROC'], '.3f')} | {three(t['crop'] * 100, '.1f')} |"
+            f" {nlls} | {' / '.join(f'{v:.1f}' for v in t['acc'])} |")
 
 
 def measures(run: Path) -> dict[str, float]:
     """The seed-level measures of one run: rho with -H_human, R-AUROC and crop rate per score, NLL at 1 %."""
-    a = run / "analysis"
-    hum = pd.read_csv(a / "human_agreement.csv").set_index("score")["rho"]
-    ret = pd.read_csv(a / "retrieval.csv")
-    rauc = ret[ret.metric == "R-AUROC"].set_index("score")["value"]
-    crop = pd.read_csv(a / "ambiguity_per_image.csv")
-    crop = crop[crop.statistic == "less certain than the full image"].set_index("score")["value"]
-    cal = pd.read_csv(a / "calibration.csv")
-    nll1 = cal[cal.fraction == 0.01].groupby("probe")["nll"].mean()
-    out = {f"{name} {s}": float(series[s]) for name, series in (("rho", hum), ("R-AUROC", rauc), ("crop", crop))
-           for s in SCORES if s in series.index}
-    out |= {f"NLL 1 % {p}": float(nll1[p]) for p in ("linear + temperature", "linear + kappa temperature")
-            if p in nll1.index}
+    t = tables(run)
+    out = {f"{name} {s}": float(t[name][s]) for name in ("rho", "R-AUROC", "crop") for s in SCORES
+           if s in t[name].index}
+    out |= {f"NLL 1 % {p}": float(t["nll1"][p]) for p in ("linear + temperature", "linear + kappa temperature")
+            if p in t["nll1"].index}
+    out |= {f"linear acc % {f:g}": float(v) for f, v in t["acc"].items()}
     return out
 
 
