@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -33,21 +34,23 @@ from probclr.data.cache import _fingerprint, cache_dir
 from probclr.data.folders import decoded_chunks, list_image_folder
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import resolve_val_size, validation_indices
-from probclr.io import atomic_torch_save
+from probclr.io import OutputError, atomic_torch_save
 
 CHUNK = 512  # images decoded at once
-_FILES: dict[tuple[int, tuple[int, ...]], Path] = {}  # (data_ptr, shape) of a mapped tensor -> its file
+_FILES: dict[int, tuple[weakref.ref[Tensor], Path]] = {}  # id of a mapped tensor -> (the tensor, its file)
 
 
 def mapped_file(images: Tensor) -> Path | None:
-    """The ``.npy`` file a whole mapped image tensor is a view of (None for images held in memory)."""
-    return _FILES.get((images.data_ptr(), tuple(images.shape)))
+    """The ``.npy`` file of a tensor made by :func:`open_mapped` (None for any other tensor, views included)."""
+    ref, path = _FILES.get(id(images), (None, None))
+    return path if ref is not None and ref() is images else None
 
 
 def open_mapped(path: Path) -> Tensor:
     """A uint8 (N, C, H, W) ``.npy`` file as a tensor over a copy-on-write memory map (nothing read yet)."""
     t = torch.from_numpy(np.load(path, mmap_mode="c"))
-    _FILES[(t.data_ptr(), tuple(t.shape))] = path
+    key = id(t)
+    _FILES[key] = (weakref.ref(t, lambda _: _FILES.pop(key, None)), path)
     return t
 
 
@@ -173,12 +176,15 @@ class MappedSplits:
         if got is None:
             self._put(_Plan(self.cfg, self.root, split))
             got = self._get()
-            assert got is not None, f"the mapped cache entry {self.dir} did not load after writing it"
+        if got is None:
+            raise OutputError(f"the memory-mapped cache entry {str(self.dir)!r} does not read back after writing it;"
+                              " check the disk, or set data.cache_dir to another folder")
         return got
 
     def _put(self, plan: _Plan) -> None:
+        # every file is renamed into place when complete; the key fixes the content, so a reader that meets
+        # another process's files in the middle of a rebuild still reads a consistent entry
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "meta.pt").unlink(missing_ok=True)  # the entry is complete only once meta.pt is back
         decode_to_npy(plan.train_paths, self.cfg.image_size, self.dir / "train.npy")
         if plan.test_paths:
             decode_to_npy(plan.test_paths, self.cfg.image_size, self.dir / "test.npy")

@@ -151,3 +151,17 @@ def test_chunks_read_from_the_file_give_the_same_channel_statistics(tmp_path):
     ref = channel_stats(in_memory)
     got = channel_stats(images, mapped.chunks(images, 4))
     assert all(torch.allclose(a, b, atol=1e-7, rtol=0) for a, b in zip(ref, got, strict=True))
+
+
+def test_only_the_mapped_tensor_itself_names_its_file(tmp_path):
+    import gc
+
+    _split_folder(tmp_path / "imgs")
+    s = load_splits(_cfg(tmp_path, tmp_path / "imgs", "stream"))
+    full = s.pretrain.images
+    assert mapped.mapped_file(full) is not None
+    assert mapped.mapped_file(full[:5]) is None and mapped.mapped_file(full.clone()) is None  # views, copies
+    key = id(full)
+    del s, full
+    gc.collect()
+    assert key not in mapped._FILES  # forgotten with the tensor: a new tensor at that address is not "mapped"
