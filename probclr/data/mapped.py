@@ -34,6 +34,7 @@ from probclr.data.cache import _fingerprint, cache_dir
 from probclr.data.folders import decoded_chunks, list_image_folder
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import resolve_val_size, validation_indices
+from probclr.errors import DataError
 from probclr.io import OutputError, atomic_torch_save
 
 CHUNK = 512  # images decoded at once
@@ -54,6 +55,15 @@ def open_mapped(path: Path) -> Tensor:
     return t
 
 
+def npy_header(path: Path) -> tuple[tuple[int, ...], int]:
+    """The shape of a uint8 ``.npy`` file and the byte offset of its data, from the header alone."""
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(fh)
+        return tuple(shape), fh.tell()
+
+
 def chunks(images: Tensor, rows: int) -> Iterator[Tensor]:
     """``images.split(rows)``; for a whole mapped tensor read from its file with plain reads (no page faults,
     each chunk dropped from the page cache once read), so that a pass over a set larger than memory neither
@@ -62,7 +72,7 @@ def chunks(images: Tensor, rows: int) -> Iterator[Tensor]:
     if path is None:
         yield from images.split(rows)
         return
-    offset = int(np.load(path, mmap_mode="r").offset)
+    _, offset = npy_header(path)
     with open(path, "rb", buffering=0) as fh:
         fh.seek(offset)
         for start in range(0, images.shape[0], rows):
@@ -70,7 +80,10 @@ def chunks(images: Tensor, rows: int) -> Iterator[Tensor]:
             view = memoryview(buf.numpy()).cast("B")
             got = 0
             while got < len(view):
-                got += fh.readinto(view[got:]) or 0
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise DataError(f"{str(path)!r} ends early (a damaged cache entry): delete it and run again")
+                got += n
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             yield buf
@@ -144,8 +157,6 @@ class _Plan:
             tr_paths, tr_labels, self.classes = list_image_folder(root / "train")
             te_paths, te_labels, te_classes = list_image_folder(root / "test")
             if te_classes != self.classes:
-                from probclr.errors import DataError
-
                 raise DataError(f"{str(root)!r}: train and test class folders differ: {self.classes} vs {te_classes}")
         else:
             tr_paths, tr_labels, self.classes = list_image_folder(root)

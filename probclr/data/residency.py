@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probclr.data.mapped import mapped_file
+from probclr.data.mapped import mapped_file, npy_header
+from probclr.errors import DataError
 from probclr.io import atomic_write_bytes
 
 RESIDENCIES = ("auto", "device", "host", "stream")
@@ -66,8 +67,8 @@ class StreamSource:
     """Images in an .npy file on disk; each batch's rows are read with positioned reads (no memory map: page
     faults under memory pressure read far more than they use) and copied to the device."""
     def __init__(self, path: Path, device: torch.device) -> None:
-        header = np.load(path, mmap_mode="r")  # (N, C, H, W) uint8; only its header is read
-        self.device, self.shape, self.offset = device, tuple(header.shape), int(header.offset)
+        shape, self.offset = npy_header(path)  # (N, C, H, W) uint8; only the header is read
+        self.device, self.shape = device, shape
         self.row = int(np.prod(self.shape[1:]))
         self.fd = os.open(path, os.O_RDONLY)
         if hasattr(os, "posix_fadvise"):
@@ -81,7 +82,8 @@ class StreamSource:
         for j in np.argsort(order, kind="stable"):  # in file order, each into its batch position
             view = memoryview(rows[j]).cast("B")
             if os.preadv(self.fd, [view], self.offset + int(order[j]) * self.row) != self.row:
-                raise OSError(f"short read of image {int(order[j])} from the stream file")
+                raise DataError(f"image {int(order[j])} of the stream file ends early (a damaged cache entry):"
+                                " delete the cache folder's entry and run again")
         return out.to(self.device, non_blocking=cuda)  # pinned on CUDA: the copy overlaps the step
 
     def __del__(self) -> None:

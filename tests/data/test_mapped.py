@@ -165,3 +165,13 @@ def test_only_the_mapped_tensor_itself_names_its_file(tmp_path):
     del s, full
     gc.collect()
     assert key not in mapped._FILES  # forgotten with the tensor: a new tensor at that address is not "mapped"
+
+
+def test_a_truncated_map_is_an_error_not_a_hang(tmp_path):
+    _split_folder(tmp_path / "imgs")
+    s = load_splits(_cfg(tmp_path, tmp_path / "imgs", "stream"))
+    path = mapped.mapped_file(s.pretrain.images)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size - 100)  # the last image loses 100 bytes after the map was opened
+    with pytest.raises(DataError, match="ends early"):
+        list(mapped.chunks(s.pretrain.images, 4))
