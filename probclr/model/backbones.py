@@ -6,13 +6,13 @@ The representation is the globally average-pooled output of the last stage (SimC
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from probclr.config import ModelConfig
+from probclr.data.mapped import chunks as mapped_chunks
 
 
 class ConvNet(nn.Module):
@@ -87,19 +87,15 @@ class Encoder(nn.Module):
         return self.backbone((x - self.mean) / self.std)  # (B, D)
 
 
-def stats_rows(images: Tensor) -> int:
-    """Images per chunk of :func:`channel_stats`: at most 2^22 values (32 MB in float64) whatever their size."""
-    return max(1, 2**22 // max(1, images[0].numel())) if images.shape[0] else 1
-
-
-def channel_stats(images: Tensor, chunks: Iterable[Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of a uint8 (N, C, H, W) set, in [0, 1] units, computed in chunks of
-    :func:`stats_rows` images; ``chunks`` gives the same chunks another way (read from a memory-mapped
-    file, :func:`probclr.data.mapped.chunks`), with the same result."""
+def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of a uint8 (N, C, H, W) set, in [0, 1] units, computed in chunks of at most
+    2^22 values (32 MB in float64) whatever the image size; a memory-mapped set is read chunk by chunk from
+    its file (:func:`probclr.data.mapped.chunks`), so a pass over a set larger than memory stays small."""
+    rows = max(1, 2**22 // max(1, images[0].numel())) if images.shape[0] else 1
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
     count = 0
-    for chunk in chunks if chunks is not None else images.split(stats_rows(images)):
+    for chunk in mapped_chunks(images, rows):
         x = chunk.to(torch.float64).div(255)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)

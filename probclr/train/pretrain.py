@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
-from probclr.data.mapped import chunks as mapped_chunks
 from probclr.data.residency import BatchSource, make_source
 from probclr.data.sampler import BatchSampler
 from probclr.data.sources import load_splits
@@ -32,7 +31,7 @@ from probclr.data.splits import Splits
 from probclr.device import make_generator, resolve_device
 from probclr.distributed import DistInfo, dist_info, init_from_env, mean_over_ranks, owned_process_group
 from probclr.errors import ConfigError, ProbclrError
-from probclr.model.backbones import channel_stats, resolve_stem, stats_rows
+from probclr.model.backbones import channel_stats, resolve_stem
 from probclr.model.build import build_model
 from probclr.model.forward import as_float_rgb, embed
 from probclr.model.heads import SimCLRModel
@@ -217,7 +216,7 @@ def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
     n = images.shape[0]
     if n < cfg.optim.batch_size:
         raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
-    mean, std = channel_stats(images, mapped_chunks(images, stats_rows(images)))
+    mean, std = channel_stats(images)
     cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
     sample = images[:2].to(device)
     source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data))
