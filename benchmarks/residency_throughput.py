@@ -1,15 +1,17 @@
-"""Pretraining step throughput by data.residency (device / host / stream), interleaved in one process.
+"""Pretraining step throughput by data.residency (device / host / stream / encoded), interleaved in one process.
 
     PROBCLR_DATA_DIR=../shared/data python benchmarks/residency_throughput.py [--steps 40] [--repeats 3]
 
 The CPU config's full step (batch fetch from the source + two batched views + forward/backward/update of the
 small ConvNet), 128 images per batch, shuffled indices as in training; images/s per residency and its ratio
-to ``device`` within each repeat. Also the process's peak resident memory before and after the sources exist.
+to ``device`` within each repeat (``encoded`` decodes each batch's JPEGs on the CPU, in threads beside the
+step). Also the process's peak resident memory, and the bytes each store keeps (decoded vs packed JPEGs).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import tempfile
@@ -38,6 +40,10 @@ def main() -> None:
     cpu = torch.device("cpu")
     cache = Path(tempfile.mkdtemp())
     sources = {m: make_source(images, m, cpu, cache)[0] for m in ("device", "host", "stream")}
+    packed = load_splits(dataclasses.replace(cfg.data, residency="encoded", cache_dir=str(cache))).pretrain.images
+    sources["encoded"] = make_source(packed, "encoded", cpu, cache)[0]
+    store_mb = {"decoded": images.numel() / 2**20,
+                "encoded": sum(p.stat().st_size for p in cache.rglob("train.bin")) / 2**20}
     model = build_model(cfg, *channel_stats(images)).to(memory_format=torch.channels_last)
     opt, aug = build_optimizer(model, cfg.optim), SimCLRAugment(cfg.augment)
     gen = torch.Generator().manual_seed(0)
@@ -61,7 +67,7 @@ def main() -> None:
             rates[mode].append(a.steps * 128 / (time.perf_counter() - t0))
     ratio = {m: [r / d for r, d in zip(rates[m], rates["device"], strict=True)] for m in rates}
     out = {"threads": torch.get_num_threads(), "images_per_s": rates, "ratio_to_device": ratio,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "store_mb": store_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(out, indent=2))
 
 

@@ -10,6 +10,9 @@ killed by the cap), peak resident memory of the child (VmHWM), its peak anonymou
 every 50 ms), the cgroup's peak usage and how often it hit the cap, and the wall time.
 
     python benchmarks/stream_memory.py --out runs/stream-memory --cap-mb 1024 --factor 4 --size 128
+    python benchmarks/stream_memory.py --out runs/stream-memory --cap-mb 1024 --factor 4 --size 128 --residency encoded
+
+Also reported: the bytes each residency's cache entry keeps on disk (decoded maps vs the packed JPEGs).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ def run_capped(args: argparse.Namespace, residency: str) -> dict[str, object]:
     lines = [x for x in out.splitlines() if x.startswith("{")]
     if lines:
         row.update(json.loads(lines[-1]))
+    cache = args.out / f"cache-{residency}"
+    row["cache_mb"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20 if cache.is_dir() else 0
     group.rmdir()
     return row
 
@@ -121,7 +126,7 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=4.0)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--residency", action="append", help="stream, device (default both)")
+    ap.add_argument("--residency", action="append", help="stream, device, encoded (default stream and device)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -140,9 +145,12 @@ def main() -> None:
     for residency in args.residency or ["stream", "device"]:
         rows.append(run_capped(args, residency))
         print(json.dumps(rows[-1]), flush=True)
+    path = args.out / "stream_memory.json"  # rows of earlier invocations on this folder are kept
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    rows = [r for r in earlier if r["residency"] not in {x["residency"] for x in rows}] + rows
     result = {"cap_mb": args.cap_mb, "images": n, "size": args.size, "decoded_train_gib": decoded / 2**30,
               "batch": args.batch, "rows": rows}
-    (args.out / "stream_memory.json").write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

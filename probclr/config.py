@@ -36,8 +36,9 @@ class DataConfig:
     val_size: int | None = None
     val_seed: int = 0  # which images form the validation split
     # where the uint8 pretraining images live while training reads batches (probclr.residency): auto, device,
-    # host (pinned memory, per-batch copies) or stream (memory-mapped .npy in the cache folder)
-    residency: Literal["auto", "device", "host", "stream"] = "auto"
+    # host (pinned memory, per-batch copies), stream (memory-mapped .npy in the cache folder) or encoded (image
+    # folders only: the files' bytes packed in the cache folder, decoded per batch; on CUDA by nvJPEG)
+    residency: Literal["auto", "device", "host", "stream", "encoded"] = "auto"
 
 
 @dataclass(frozen=True)

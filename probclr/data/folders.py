@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +31,11 @@ def _check_size(path: Path, wh: tuple[int, int], size: int | None) -> None:
                         f" {size}x{size} by its shorter side")
 
 
-def decode_one(path: Path, size: int | None) -> np.ndarray:
-    """One image file -> (H, W, 3) uint8, converting grey, palette, RGBA and 16-bit modes to RGB."""
+def decode_one(path: Path, size: int | None, data: bytes | None = None) -> np.ndarray:
+    """One image file (or its bytes ``data``, read earlier; errors still name ``path``) -> (H, W, 3) uint8,
+    converting grey, palette, RGBA and 16-bit modes to RGB."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             _check_size(path, im.size, size)  # from the header, before decoding a single pixel
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):

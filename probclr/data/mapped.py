@@ -20,9 +20,9 @@ from __future__ import annotations
 import itertools
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -149,7 +149,15 @@ def _pool_then_val(labels: Tensor, cfg: DataConfig) -> tuple[Tensor, int]:
     return torch.cat([pool, val]), pool.numel()
 
 
-class _Plan:
+def entry_key(cfg: DataConfig, name: str, root: Path) -> str:
+    """What a folder's decoded (or packed) splits depend on: its files (names, sizes, times), the image size,
+    the limits and the validation split."""
+    parts = [name, str(root.resolve()), str(cfg.image_size), str(cfg.train_limit), str(cfg.test_limit),
+             str(cfg.val_size), str(cfg.val_seed), cfg.dataset]
+    return _fingerprint(parts, root)
+
+
+class FolderPlan:
     """What to decode, in which order: the (limited) training files as pool then validation, the test files."""
 
     def __init__(self, cfg: DataConfig, root: Path, split: bool) -> None:
@@ -176,23 +184,21 @@ class MappedSplits:
     """One cache entry: a folder's splits as memory-mapped files (see the module doc)."""
 
     def __init__(self, cfg: DataConfig, name: str, root: Path) -> None:
-        parts = [name, str(root.resolve()), str(cfg.image_size), str(cfg.train_limit), str(cfg.test_limit),
-                 str(cfg.val_size), str(cfg.val_seed), cfg.dataset]
-        self.dir = cache_dir(cfg) / f"{name}-{_fingerprint(parts, root)}.mapped"
+        self.dir = cache_dir(cfg) / f"{name}-{entry_key(cfg, name, root)}.mapped"
         self.cfg, self.root = cfg, root
 
     def load(self, split: bool) -> Splits:
         """The entry's splits, decoding the folder first when the entry is missing or damaged."""
         got = self._get()
         if got is None:
-            self._put(_Plan(self.cfg, self.root, split))
+            self._put(FolderPlan(self.cfg, self.root, split))
             got = self._get()
         if got is None:
             raise OutputError(f"the memory-mapped cache entry {str(self.dir)!r} does not read back after writing it;"
                               " check the disk, or set data.cache_dir to another folder")
         return got
 
-    def _put(self, plan: _Plan) -> None:
+    def _put(self, plan: FolderPlan) -> None:
         # every file is renamed into place when complete; the key fixes the content, so a reader that meets
         # another process's files in the middle of a rebuild still reads a consistent entry
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -210,16 +216,23 @@ class MappedSplits:
             test = open_mapped(self.dir / "test.npy") if meta["test_labels"].numel() else full[:0]
         except Exception:  # noqa: BLE001 - a missing or damaged entry is rebuilt, never trusted
             return None
-        labels, classes, n_pool = meta["train_labels"], tuple(meta["classes"]), int(meta["n_pool"])
-        if labels.shape != full.shape[:1] or meta["test_labels"].shape != test.shape[:1]:
+        if meta["train_labels"].shape != full.shape[:1] or meta["test_labels"].shape != test.shape[:1]:
             return None
-        pretrain = ImageSet(full, labels, classes)
-        if not meta["has_pool"]:
-            empty = ImageSet(full[:0], labels[:0], classes)
-            return Splits(pretrain=pretrain, train=empty, test=empty, val=empty)
-        return Splits(pretrain=pretrain, train=ImageSet(full[:n_pool], labels[:n_pool], classes),
-                      test=ImageSet(test, meta["test_labels"], classes),
-                      val=ImageSet(full[n_pool:], labels[n_pool:], classes))
+        return splits_of(meta, full, test, lambda t, a, b: t[a:b])
+
+
+def splits_of(meta: dict[str, Any], full: Any, test: Any, part: Callable[[Any, int, int], Any]) -> Splits:
+    """A folder entry's splits from its training images ``full`` (label pool, then validation split) and test
+    images; ``part(images, start, stop)`` gives a view of rows (memory maps and packed JPEGs alike)."""
+    labels, classes, n_pool = meta["train_labels"], tuple(meta["classes"]), int(meta["n_pool"])
+    n = labels.numel()
+    pretrain = ImageSet(full, labels, classes)
+    if not meta["has_pool"]:
+        empty = ImageSet(part(full, 0, 0), labels[:0], classes)
+        return Splits(pretrain=pretrain, train=empty, test=empty, val=empty)
+    return Splits(pretrain=pretrain, train=ImageSet(part(full, 0, n_pool), labels[:n_pool], classes),
+                  test=ImageSet(test, meta["test_labels"], classes),
+                  val=ImageSet(part(full, n_pool, n), labels[n_pool:], classes))
 
 
 def streams(cfg: DataConfig, root: Path, split: bool) -> bool:

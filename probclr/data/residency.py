@@ -7,6 +7,9 @@
   chunk (:mod:`probclr.data.mapped`), so the decoded set is never in memory; other sources (CIFAR-10's
   python batches, STL-10's binaries, digits) are decoded in memory and then written once, keyed by the
   images' contents, and let go (the page cache holds what the OS can spare).
+- ``encoded``: image folders only; the files' original bytes packed in the cache folder and decoded batch
+  by batch (:mod:`probclr.data.encoded`: on the CPU by the folder decoder, on CUDA by nvJPEG), for folders
+  whose decoded images fit neither in memory nor on disk. Never chosen by ``auto``.
 - ``auto``: ``device`` if the set takes under half the device's free memory (on the CPU: always), else
   ``host`` if under half the machine's available memory, else ``stream`` (an image folder whose decoded
   images would take over half the available memory is decoded into memory maps from the start).
@@ -26,11 +29,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probclr.data.encoded import EncodedImages, decode_batch
 from probclr.data.mapped import mapped_file, npy_header
 from probclr.errors import DataError
 from probclr.io import atomic_write_bytes
 
-RESIDENCIES = ("auto", "device", "host", "stream")
+RESIDENCIES = ("auto", "device", "host", "stream", "encoded")
 
 
 class BatchSource(Protocol):
@@ -91,6 +95,15 @@ class StreamSource:
             os.close(self.fd)
 
 
+class EncodedSource:
+    """Images packed as their encoded files; each batch is read and decoded (on CUDA, on the GPU)."""
+    def __init__(self, images: EncodedImages, device: torch.device) -> None:
+        self.images, self.device, self.shape = images, device, tuple(images.shape)
+
+    def batch(self, idx: Tensor) -> Tensor:
+        return decode_batch(self.images, idx, self.device)  # (B, C, H, W) uint8 on the device
+
+
 def memmap_file(images: Tensor, cache_dir: Path) -> Path:
     """The images as an ``.npy`` file under ``cache_dir``, named by their contents (written once)."""
     h = hashlib.sha256(f"{tuple(images.shape)}".encode())
@@ -105,8 +118,10 @@ def memmap_file(images: Tensor, cache_dir: Path) -> Path:
     return path
 
 
-def choose(images: Tensor, residency: str, device: torch.device) -> str:
-    """``auto`` made concrete (see the module doc)."""
+def choose(images: Tensor | EncodedImages, residency: str, device: torch.device) -> str:
+    """``auto`` made concrete (see the module doc); packed encoded images are always ``encoded``."""
+    if isinstance(images, EncodedImages):
+        return "encoded"
     if residency != "auto":
         return residency
     size = images.numel() * images.element_size()
@@ -116,9 +131,15 @@ def choose(images: Tensor, residency: str, device: torch.device) -> str:
     return "host" if size < 0.5 * available else "stream"
 
 
-def make_source(images: Tensor, residency: str, device: torch.device, cache_dir: Path) -> tuple[BatchSource, str]:
+def make_source(images: Tensor | EncodedImages, residency: str, device: torch.device,
+                cache_dir: Path) -> tuple[BatchSource, str]:
     """A batch source for uint8 ``images`` (N, C, H, W) on the host, and the residency it uses."""
     mode = choose(images, residency, device)
+    if isinstance(images, EncodedImages):
+        return EncodedSource(images, device), mode
+    if mode == "encoded":
+        raise DataError("data.residency encoded keeps an image folder's encoded files; these images were decoded"
+                        " from another source: use auto, device, host or stream")
     if mode == "device":
         return DeviceSource(images, device), mode
     if mode == "host":

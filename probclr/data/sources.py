@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from probclr.config import DataConfig
 from probclr.data.cache import DecodedCache
+from probclr.data.encoded import EncodedSplits
 from probclr.data.folders import read_image_folder
 from probclr.data.mapped import MappedSplits, streams, take_indices
 from probclr.data.splits import ImageSet, Splits
@@ -27,6 +28,9 @@ CIFAR10_CLASSES = (
 def load_splits(cfg: DataConfig) -> Splits:
     """The dataset named by ``cfg.dataset``, decoded once and cached, limited if asked, with the
     validation split carved out of the labeled training images (``Splits.val``)."""
+    if cfg.residency == "encoded" and cfg.dataset in ("digits", "stl10"):
+        raise DataError(f"data.residency encoded packs an image folder's files; dataset {cfg.dataset} has none:"
+                        " use auto, device, host or stream")
     if cfg.dataset == "digits":
         if cfg.data_dir:  # an option a command cannot honour is an error, never a no-op
             raise DataError(f"--data-dir {cfg.data_dir!r} was given but the digits dataset is embedded and reads no"
@@ -189,6 +193,11 @@ def cifar10_test_in_original_order(cfg: DataConfig) -> bool:
 def cifar10(cfg: DataConfig) -> Splits:
     """CIFAR-10 from torchvision's python batches or an ImageFolder copy (train/, test/), cached once decoded."""
     root, batches = _cifar10_batches(cfg)
+    if cfg.residency == "encoded" and not ((root / "train").is_dir() and (root / "test").is_dir()):
+        raise DataError(f"data.residency encoded packs an image folder's files; {str(root)!r} has no train/ and test/"
+                        " image folders: use auto, device, host or stream, or a JPEG copy of CIFAR-10")
+    if cfg.residency == "encoded":  # the JPEG copy, even where the python batches lie beside it
+        return EncodedSplits(cfg, "cifar10-folder", root).load(split=True)
     if batches.is_dir():
         entry = DecodedCache(cfg, "cifar10-batches", batches)
         return entry.get() or entry.put(_read_cifar_batches(batches))
@@ -271,6 +280,8 @@ def imagefolder(cfg: DataConfig) -> Splits:
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a folder")
     split = (root / "train").is_dir() and (root / "test").is_dir()
+    if cfg.residency == "encoded":
+        return EncodedSplits(cfg, "imagefolder-split" if split else "imagefolder", root).load(split)
     if streams(cfg, root, split):
         return MappedSplits(cfg, "imagefolder-split" if split else "imagefolder", root).load(split)
     if split:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from probclr.data.encoded import EncodedImages
 
 
 class ImageSet(NamedTuple):
     """Images as uint8 (N, C, H, W) with int64 labels (-1 = unlabeled) and class names."""
-    images: Tensor  # (N, C, H, W) uint8
+    # (N, C, H, W) uint8; packed encoded files with data.residency encoded (indexing and split() decode)
+    images: Tensor | EncodedImages
     labels: Tensor  # (N,) int64; -1 where unlabeled
     classes: tuple[str, ...]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from probclr.data.encoded import EncodedImages
 from probclr.data.splits import ImageSet
 from probclr.model.backbones import Encoder
 from probclr.model.build import build_model
@@ -60,5 +61,8 @@ def content_digest(*parts: ImageSet) -> str:
     for part in parts:
         for t in (part.images, part.labels):
             h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
-            h.update(memoryview(t.contiguous().numpy()).cast("B"))
+            if isinstance(t, EncodedImages):  # packed files: named by their cache entry's key and rows
+                h.update(b"encoded:" + t.digest())
+            else:
+                h.update(memoryview(t.contiguous().numpy()).cast("B"))
     return h.hexdigest()

@@ -197,7 +197,7 @@ class Data(NamedTuple):
     std: Tensor  # (C,)
     sample: Tensor  # (2, C, H, W) on the device, for the dry forward pass
     splits: Splits  # every split, decoded
-    residency: str  # device | host | stream
+    residency: str  # device | host | stream | encoded
 
     def drop_decoded(self) -> Data:
         """With the images streamed from disk, let the decoded pretraining and label-pool images go."""
