@@ -16,7 +16,7 @@ export PYTHONPATH=/tmp/site:$PWD PROBCLR_DATA_DIR=/tmp/data PROBCLR_CACHE_DIR=/t
 python3 benchmarks/pack_for_device.py unpack .device/cifar10-jpeg.npz /tmp/data/cifar10-jpeg
 { nvidia-smi; python3 -c "import torch, torchvision; print(torch.__version__, torch.version.cuda, torchvision.__version__,
   torch.cuda.get_device_name(0))"; } > "$out/device.txt" 2>&1
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py > "$out/cuda_tests.log" 2>&1
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py tests/data/test_encoded.py -k "cuda" > "$out/cuda_tests.log" 2>&1
 echo "cuda tests: exit $?" >> "$out/cuda_tests.log"
 PYTHON=python3 SUITE_MINUTES=${SUITE_MINUTES:-3} SUITE_NEWLOSS_EPOCHS=${SUITE_NEWLOSS_EPOCHS:-3} \
   timeout 390 bash benchmarks/gpu_suite.sh /tmp/suite > "$out/suite.log" 2>&1

@@ -1,20 +1,23 @@
 """The compressed store (``data.residency: encoded``): an image folder kept as its files' original bytes
 (JPEG, PNG, ...) in one packed file, decoded batch by batch while pretraining reads it.
 
-For folders whose decoded images fit neither in memory nor on disk: CIFAR-10's 60,000 JPEGs take 0.25 GB
-packed against 0.18 GB decoded at 32 px, but at 224 px a decoded ImageNet-100 takes ~19 GB and its JPEGs
-~7 GB. The folder is listed, limited and split exactly as :mod:`probclr.data.mapped` does (label pool, then
-validation split, then test), every file is decoded once to check it (a damaged file is refused before a
-run starts, never found at step 10,000), and its bytes are packed in that order into the cache entry
-``{name}-{key}.encoded/`` (``train.bin`` + ``train-offsets.npy``, the same for test, ``meta.pt``); every
-split is a view of the packs (:class:`EncodedImages`).
+For folders whose decoded images fit neither in memory nor on disk: the pack is the size of the files
+(CIFAR-10's 50,000 training JPEGs: 44 MB packed against 146 MB decoded; a 128-px folder of 87,381 JPEGs:
+489 MiB against 4,552 MiB of memory maps, BENCHMARKS §13). The folder is listed, limited and split exactly as
+:mod:`probclr.data.mapped` does (label pool, then validation split, then test); every file is decoded once
+to check it (a damaged file is refused before a run starts, not found at step 10,000), and its bytes are
+packed in that order into the cache entry ``{name}-{key}.encoded/`` (``train.bin`` with its index
+``train.bin-index.npz``, the same for test, ``meta.pt``); every split is a view of the packs
+(:class:`EncodedImages`).
 
-Indexing an :class:`EncodedImages` decodes on the CPU with the same decoder as every other path
-(:func:`probclr.data.folders.decode_one`), so its images, and on the CPU a whole run, equal the memory-mapped
-path's bit for bit (tested). On CUDA, pretraining batches are decoded on the GPU (nvJPEG, through
-``torchvision.io.decode_jpeg(device='cuda')``) and resized there; those pixels differ slightly from the
-CPU decoder's (another IDCT and resize), so a CUDA run is not bit-identical to a CPU-decoded one.
-Evaluation (features, probes, analysis) always decodes on the CPU.
+Indexing an :class:`EncodedImages` decodes on the CPU to the pixels of every other path: by torchvision's
+JPEG decoder the files checked when packing to decode identically to the folder decoder
+(:func:`probclr.data.folders.decode_one`; ~4x faster on 32-px JPEGs), by that decoder the rest; so its
+images, and on the CPU a whole run, equal the memory-mapped path's bit for bit (tested). On CUDA,
+pretraining batches are decoded on the GPU (nvJPEG, through ``torchvision.io.decode_jpeg(device='cuda')``)
+and resized there; those pixels differ slightly from the CPU decoder's (another IDCT and resize), so a CUDA
+run is not bit-identical to a CPU-decoded one (never yet run on a GPU). Evaluation (features, probes,
+analysis) always decodes on the CPU.
 """
 
 from __future__ import annotations

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from cli.main import app
 from probclr.config import DataConfig, load_config
 from probclr.data import encoded, folders
 from probclr.data.encoded import EncodedImages, EncodedSplits, _fit
@@ -175,6 +173,10 @@ def test_the_digest_names_the_pack_and_its_rows(tmp_path):
 def test_sources_without_image_files_refuse_encoded_in_one_line(tmp_path):
     with pytest.raises(DataError, match="dataset digits has none: use auto, device, host or stream"):
         load_splits(DataConfig(residency="encoded"))
+    from typer.testing import CliRunner  # imported here: the CUDA test of this file needs no CLI packages
+
+    from cli.main import app
+
     r = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path / "run"), "--set", "data.residency=encoded"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "data.residency encoded" in lines[0], r.output
