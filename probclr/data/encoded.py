@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import PIL
 import torch
+import torchvision
 from torch import Tensor
 
 from probclr.config import DataConfig
@@ -114,6 +116,8 @@ class EncodedImages:
         return Encoded(self.pack.read(rows), [self.pack.names[r] for r in rows.tolist()], self.pack.fast[rows])
 
     def __getitem__(self, idx: Any) -> Tensor:
+        if isinstance(idx, Tensor | np.ndarray) and idx.ndim == 0:
+            idx = int(idx)
         if isinstance(idx, int | np.integer):
             return self[[int(idx)]][0]  # (C, H, W)
         return decode_cpu(self.encoded(idx), self.size, self.chw)  # (B, C, H, W)
@@ -230,7 +234,9 @@ class EncodedSplits:
     """One cache entry: a folder's splits as packed encoded files (see the module doc)."""
 
     def __init__(self, cfg: DataConfig, name: str, root: Path) -> None:
-        self.dir = cache_dir(cfg) / f"{name}-{entry_key(cfg, name, root)}.encoded"
+        # the fast-decode flags hold for the decoders that checked them: their versions are part of the key
+        versions = (f"pillow {PIL.__version__}", f"torchvision {torchvision.__version__}")
+        self.dir = cache_dir(cfg) / f"{name}-{entry_key(cfg, name, root, *versions)}.encoded"
         self.cfg, self.root = cfg, root
 
     def load(self, split: bool) -> Splits:

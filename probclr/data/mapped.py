@@ -149,11 +149,11 @@ def _pool_then_val(labels: Tensor, cfg: DataConfig) -> tuple[Tensor, int]:
     return torch.cat([pool, val]), pool.numel()
 
 
-def entry_key(cfg: DataConfig, name: str, root: Path) -> str:
+def entry_key(cfg: DataConfig, name: str, root: Path, *extra: str) -> str:
     """What a folder's decoded (or packed) splits depend on: its files (names, sizes, times), the image size,
-    the limits and the validation split."""
+    the limits and the validation split (and any ``extra``)."""
     parts = [name, str(root.resolve()), str(cfg.image_size), str(cfg.train_limit), str(cfg.test_limit),
-             str(cfg.val_size), str(cfg.val_seed), cfg.dataset]
+             str(cfg.val_size), str(cfg.val_seed), cfg.dataset, *extra]
     return _fingerprint(parts, root)
 
 
