@@ -4,8 +4,9 @@
 
 The CPU config's full step (batch fetch from the source + two batched views + forward/backward/update of the
 small ConvNet), 128 images per batch, shuffled indices as in training; images/s per residency and its ratio
-to ``device`` within each repeat (``encoded`` decodes each batch's JPEGs on the CPU, in threads beside the
-step). Also the process's peak resident memory, and the bytes each store keeps (decoded vs packed JPEGs).
+to ``device`` within each repeat, each residency fetching batches in turn and (``+ahead``, as training does
+for host / stream / encoded) one step ahead in a background thread; ``encoded`` decodes each batch's JPEGs on
+the CPU. Also the process's peak resident memory, and the bytes each store keeps (decoded vs packed JPEGs).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from probclr.config import load_config
 from probclr.data.augment import SimCLRAugment
-from probclr.data.residency import make_source
+from probclr.data.residency import AHEAD, batches, make_source
 from probclr.data.sources import load_splits
 from probclr.model.backbones import channel_stats
 from probclr.model.build import build_model
@@ -56,15 +57,17 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    rates: dict[str, list[float]] = {m: [] for m in sources}
+    runs = [(m, False) for m in sources] + [(m, True) for m in AHEAD]  # without, then with the fetch ahead
+    rates: dict[str, list[float]] = {m + ("+ahead" if a else ""): [] for m, a in runs}
     for _ in range(a.repeats):
-        for mode, src in sources.items():
+        for mode, ahead in runs:
             perm = torch.randperm(images.shape[0], generator=gen)
+            src = sources[mode]
             step(src.batch(perm[:128]))  # warm-up
             t0 = time.perf_counter()
-            for i in range(1, a.steps + 1):
-                step(src.batch(perm[i * 128:(i + 1) * 128]))
-            rates[mode].append(a.steps * 128 / (time.perf_counter() - t0))
+            for _, x in batches(src, lambda i, p=perm: p[i * 128:(i + 1) * 128], range(1, a.steps + 1), ahead):
+                step(x)
+            rates[mode + ("+ahead" if ahead else "")].append(a.steps * 128 / (time.perf_counter() - t0))
     ratio = {m: [r / d for r, d in zip(rates[m], rates["device"], strict=True)] for m in rates}
     out = {"threads": torch.get_num_threads(), "images_per_s": rates, "ratio_to_device": ratio,
            "store_mb": store_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -14,6 +14,8 @@
   ``host`` if under half the machine's available memory, else ``stream`` (an image folder whose decoded
   images would take over half the available memory is decoded into memory maps from the start).
 
+With ``host``, ``stream`` and ``encoded`` the next batch is gathered, read or decoded in a background thread
+while the current step runs (:func:`batches`; on CUDA its copy is queued on the default stream).
 Augmentation stays batched on the training device in every mode. The same indices give the same uint8 batch
 in every mode, so a run is bit-identical whatever its residency (tested on the CPU).
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -102,6 +106,25 @@ class EncodedSource:
 
     def batch(self, idx: Tensor) -> Tensor:
         return decode_batch(self.images, idx, self.device)  # (B, C, H, W) uint8 on the device
+
+
+AHEAD = ("host", "stream", "encoded")  # residencies whose batches are fetched one step ahead
+
+
+def batches(source: BatchSource, index: Callable[[int], Tensor], steps: range,
+            ahead: bool) -> Iterator[tuple[int, Tensor]]:
+    """(step, its uint8 batch) for each of ``steps``, batch ``index(step)``; with ``ahead`` the next batch is
+    fetched in a background thread while the caller works on this one. The batches are the same either way."""
+    if not ahead:
+        for i in steps:
+            yield i, source.batch(index(i))
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future[Tensor] | None = None
+        for i in steps:
+            x = pending.result() if pending is not None else source.batch(index(i))  # (B, C, H, W)
+            pending = pool.submit(source.batch, index(i + 1)) if i + 1 in steps else None
+            yield i, x
 
 
 def memmap_file(images: Tensor, cache_dir: Path) -> Path:

@@ -13,7 +13,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from probclr.config import Config
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
-from probclr.data.residency import BatchSource, make_source
+from probclr.data.residency import AHEAD, BatchSource, batches, make_source
 from probclr.data.sampler import BatchSampler
 from probclr.data.sources import load_splits
 from probclr.data.splits import Splits
@@ -42,7 +43,7 @@ from probclr.train.loggers import Loggers, check_loggers
 from probclr.train.monitor import KNNMonitor, monitor_interval
 from probclr.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.train.state import EpochState, TrainingError, TrainState
-from probclr.train.step import StepModel, phase_of, train_step, two_views
+from probclr.train.step import Phase, StepModel, phase_of, train_step, two_views
 from probclr.train.syncbn import convert_to_global_bn
 
 __all__ = ["PretrainResult", "Progress", "Stopped", "TrainingError", "pretrain"]
@@ -358,10 +359,22 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
     ep = state.begin_epoch(loop.data.n, loop.device, sampler)
     aug_gen = _epoch_generator(loop, epoch, state.gen)
     phase = phase_of(cfg, epoch)
-    for i in range(ep.first, spe):
+    feed = batches(loop.data.source, lambda s: sampler.indices(ep.perm, s), range(ep.first, spe),
+                   ahead=loop.data.residency in AHEAD)
+    with closing(feed):  # a stop or an error mid-epoch ends the prefetch thread
+        _steps(loop, state, ep, epoch, feed, aug_gen, phase, stop, t0)
+    _end_epoch(loop, state, ep, epoch, time.perf_counter() - t0)
+    if stop.signal is not None and epoch + 1 < cfg.optim.epochs:  # a signal at an epoch's last step
+        raise Stopped(stop.signal, state.step, state.last)  # (or in a one-step epoch) stops here, epoch saved
+
+
+def _steps(loop: Loop, state: TrainState, ep: EpochState, epoch: int, feed: Iterator[tuple[int, Tensor]],
+           aug_gen: torch.Generator, phase: Phase, stop: StopSignal, t0: float) -> None:
+    """The epoch's steps over ``feed`` (step, uint8 batch); checkpoints and raises Stopped on a signal."""
+    cfg, spe = loop.cfg, loop.schedule.steps_per_epoch
+    for i, x in feed:  # x: (B / world, C, H, W) uint8, this rank's share of the global batch
         lr = loop.schedule.lr(state.step)
         set_lr(loop.opt, lr)
-        x = loop.data.source.batch(sampler.indices(ep.perm, i))  # (B / world, C, H, W) uint8: this rank's share
         loss, kappa = train_step(loop.step, two_views(loop.aug, x, aug_gen), loop.opt, phase)
         if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
             state.skip(ep, epoch)
@@ -375,9 +388,6 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
         if stop.signal is not None and i + 1 < spe:
             state.checkpoint(epoch, ep.partial(i + 1))
             raise Stopped(stop.signal, state.step, state.last)
-    _end_epoch(loop, state, ep, epoch, time.perf_counter() - t0)
-    if stop.signal is not None and epoch + 1 < cfg.optim.epochs:  # a signal at an epoch's last step
-        raise Stopped(stop.signal, state.step, state.last)  # (or in a one-step epoch) stops here, epoch saved
 
 
 def _report(loop: Loop, state: TrainState, epoch: int, i: int, first: int, loss: Tensor, lr: float,

@@ -32,3 +32,37 @@ def test_stream_run_equals_device_run_bit_for_bit(tmp_path):
         assert got["metrics"][-1]["loss"] == ref["metrics"][-1]["loss"]
         for k, v in ref["model"].items():
             assert torch.equal(got["model"][k], v), (mode, k)
+
+
+def test_batches_fetched_ahead_are_the_batches_fetched_in_turn_and_errors_surface(tmp_path):
+    import pytest
+
+    from probclr.data.residency import batches
+    from probclr.errors import DataError
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (64, 3, 4, 4), generator=g, dtype=torch.uint8)
+    source = StreamSource(memmap_file(images, tmp_path), torch.device("cpu"))
+    perm = torch.randperm(64, generator=g)
+
+    def index(i):
+        return perm[i * 8:(i + 1) * 8]
+
+    for steps in (range(8), range(3, 8), range(7, 8), range(0)):
+        got = list(batches(source, index, steps, ahead=True))
+        ref = list(batches(source, index, steps, ahead=False))
+        assert [i for i, _ in got] == list(steps) == [i for i, _ in ref]
+        assert all(torch.equal(a, b) and torch.equal(a, images[index(i)]) for (i, a), (_, b) in zip(got, ref, strict=True))
+
+    class Failing:
+        shape = images.shape
+
+        def batch(self, idx):
+            if int(idx[0]) == int(perm[16]):  # the third batch, fetched in the background thread
+                raise DataError("image 3 is damaged")
+            return images[idx]
+
+    feed = batches(Failing(), index, range(8), ahead=True)
+    assert next(feed)[0] == 0 and next(feed)[0] == 1  # the error waits for its own step
+    with pytest.raises(DataError, match="image 3 is damaged"):
+        next(feed)
