@@ -8,7 +8,7 @@
   python batches, STL-10's binaries, digits) are decoded in memory and then written once, keyed by the
   images' contents, and let go (the page cache holds what the OS can spare).
 - ``encoded``: image folders only; the files' original bytes packed in the cache folder and decoded batch
-  by batch (:mod:`probclr.data.encoded`: on the CPU by the folder decoder, on CUDA by nvJPEG), for folders
+  by batch (:mod:`probclr.data.encoded`: on the CPU to the folder decoder's pixels, on CUDA by nvJPEG), for folders
   whose decoded images fit neither in memory nor on disk. Never chosen by ``auto``.
 - ``auto``: ``device`` if the set takes under half the device's free memory (on the CPU: always), else
   ``host`` if under half the machine's available memory, else ``stream`` (an image folder whose decoded
@@ -114,12 +114,15 @@ AHEAD = ("host", "stream", "encoded")  # residencies whose batches are fetched o
 def batches(source: BatchSource, index: Callable[[int], Tensor], steps: range,
             ahead: bool) -> Iterator[tuple[int, Tensor]]:
     """(step, its uint8 batch) for each of ``steps``, batch ``index(step)``; with ``ahead`` the next batch is
-    fetched in a background thread while the caller works on this one. The batches are the same either way."""
+    fetched in a background thread (on the caller's current CUDA device) while the caller works on this one.
+    The batches are the same either way."""
     if not ahead:
         for i in steps:
             yield i, source.batch(index(i))
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    same_device = (torch.cuda.set_device, (torch.cuda.current_device(),)) if cuda else (None, ())
+    with ThreadPoolExecutor(max_workers=1, initializer=same_device[0], initargs=same_device[1]) as pool:
         pending: Future[Tensor] | None = None
         for i in steps:
             x = pending.result() if pending is not None else source.batch(index(i))  # (B, C, H, W)
