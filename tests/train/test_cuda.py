@@ -86,7 +86,7 @@ def test_compiled_step_equals_eager():
 
 
 def test_stream_and_host_sources_on_cuda_give_the_cpu_batches(tmp_path):
-    from probclr.data.residency import DeviceSource, HostSource, StreamSource, memmap_file
+    from probclr.data.residency import DeviceSource, HostSource, StreamSource, batches, memmap_file
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (200, 3, 16, 16), generator=g, dtype=torch.uint8)
@@ -96,6 +96,10 @@ def test_stream_and_host_sources_on_cuda_give_the_cpu_batches(tmp_path):
         idx = torch.randperm(200, generator=g)[:64]
         batch = source.batch(idx)
         assert batch.device.type == "cuda" and torch.equal(batch.cpu(), images[idx])
+        perm = torch.randperm(200, generator=g)
+        ahead = list(batches(source, lambda i, p=perm: p[i * 32:(i + 1) * 32], range(6), ahead=True))
+        assert all(x.device.type == "cuda" and torch.equal(x.cpu(), images[perm[i * 32:(i + 1) * 32]])
+                   for i, x in ahead)  # fetched in the background thread: the same batches
 
 
 def test_vmf_posterior_loss_runs_on_cuda_and_matches_cpu_in_the_deterministic_limit():
