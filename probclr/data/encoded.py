@@ -36,13 +36,11 @@ import torch
 import torchvision
 from torch import Tensor
 
-from probclr.config import DataConfig
-from probclr.data.cache import cache_dir
 from probclr.data.folders import DECODE_THREADS, check_same_size, decode_one
-from probclr.data.mapped import CHUNK, FolderPlan, entry_key, splits_of
+from probclr.data.mapped import CHUNK, FolderEntry, FolderPlan, splits_of
 from probclr.data.splits import Splits
 from probclr.errors import DataError
-from probclr.io import OutputError, atomic_torch_save
+from probclr.io import atomic_torch_save
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -230,25 +228,14 @@ def _open_pack(path: Path, names: list[str]) -> _Pack:
     return _Pack(path, offsets, fast, names)
 
 
-class EncodedSplits:
+class EncodedSplits(FolderEntry):
     """One cache entry: a folder's splits as packed encoded files (see the module doc)."""
 
-    def __init__(self, cfg: DataConfig, name: str, root: Path) -> None:
-        # the fast-decode flags hold for the decoders that checked them: their versions are part of the key
-        versions = (f"pillow {PIL.__version__}", f"torchvision {torchvision.__version__}")
-        self.dir = cache_dir(cfg) / f"{name}-{entry_key(cfg, name, root, *versions)}.encoded"
-        self.cfg, self.root = cfg, root
+    kind, suffix = "encoded", ".encoded"
 
-    def load(self, split: bool) -> Splits:
-        """The entry's splits, packing the folder first when the entry is missing or damaged."""
-        got = self._get()
-        if got is None:
-            self._put(FolderPlan(self.cfg, self.root, split))
-            got = self._get()
-        if got is None:
-            raise OutputError(f"the encoded cache entry {str(self.dir)!r} does not read back after writing it;"
-                              " check the disk, or set data.cache_dir to another folder")
-        return got
+    def key_extra(self) -> tuple[str, ...]:
+        # the fast-decode flags hold for the decoders that checked them: their versions are part of the key
+        return f"pillow {PIL.__version__}", f"torchvision {torchvision.__version__}"
 
     def _put(self, plan: FolderPlan) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -180,23 +180,41 @@ class FolderPlan:
         self.test_labels = torch.tensor(te_labels, dtype=torch.int64)[te_rows] if te_paths else torch.zeros(0).long()
 
 
-class MappedSplits:
-    """One cache entry: a folder's splits as memory-mapped files (see the module doc)."""
+class FolderEntry:
+    """A cache entry of a folder's splits, written from its :class:`FolderPlan` (``_put``) and read back
+    (``_get``: None when missing or damaged); subclasses name the kind, the suffix and any extra key."""
+
+    kind, suffix = "folder", ".entry"
 
     def __init__(self, cfg: DataConfig, name: str, root: Path) -> None:
-        self.dir = cache_dir(cfg) / f"{name}-{entry_key(cfg, name, root)}.mapped"
+        self.dir = cache_dir(cfg) / f"{name}-{entry_key(cfg, name, root, *self.key_extra())}{self.suffix}"
         self.cfg, self.root = cfg, root
 
+    def key_extra(self) -> tuple[str, ...]:
+        return ()
+
     def load(self, split: bool) -> Splits:
-        """The entry's splits, decoding the folder first when the entry is missing or damaged."""
+        """The entry's splits, writing it from the folder first when it is missing or damaged."""
         got = self._get()
         if got is None:
             self._put(FolderPlan(self.cfg, self.root, split))
             got = self._get()
         if got is None:
-            raise OutputError(f"the memory-mapped cache entry {str(self.dir)!r} does not read back after writing it;"
+            raise OutputError(f"the {self.kind} cache entry {str(self.dir)!r} does not read back after writing it;"
                               " check the disk, or set data.cache_dir to another folder")
         return got
+
+    def _put(self, plan: FolderPlan) -> None:
+        raise NotImplementedError
+
+    def _get(self) -> Splits | None:
+        raise NotImplementedError
+
+
+class MappedSplits(FolderEntry):
+    """One cache entry: a folder's splits as memory-mapped files (see the module doc)."""
+
+    kind, suffix = "memory-mapped", ".mapped"
 
     def _put(self, plan: FolderPlan) -> None:
         # every file is renamed into place when complete; the key fixes the content, so a reader that meets
