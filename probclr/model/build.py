@@ -12,12 +12,17 @@ from probclr.model.heads import ImplicitProbabilisticHead, ProbabilisticHead, Pr
 def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
     """Encoder + projection head; with the probabilistic loss the head outputs (mu, kappa)."""
     encoder = build_encoder(cfg.model, mean, std)
-    hidden = cfg.model.proj_hidden or encoder.out_dim
-    head: nn.Module
+    return SimCLRModel(encoder, build_head(cfg, encoder.out_dim))
+
+
+def build_head(cfg: Config, in_dim: int) -> nn.Module:
+    """The projection head the loss needs, on features of ``in_dim``: (mu, kappa) for the probabilistic loss
+    and its deterministic baseline (a kappa branch, or kappa implicit in the projection's norm), else a plain
+    projection."""
+    hidden = cfg.model.proj_hidden or in_dim
     if cfg.loss.name in ("mc_infonce", "shrinkage"):  # both need (mu, kappa)
-        args = (encoder.out_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
-        head = (ImplicitProbabilisticHead(*args, scale=cfg.loss.implicit_scale) if cfg.loss.kappa_head == "implicit"
-                else ProbabilisticHead(*args))
-    else:
-        head = ProjectionHead(encoder.out_dim, hidden, cfg.model.proj_dim)
-    return SimCLRModel(encoder, head)
+        args = (in_dim, hidden, cfg.model.proj_dim, cfg.loss.kappa_min, cfg.loss.kappa_max)
+        if cfg.loss.kappa_head == "implicit":
+            return ImplicitProbabilisticHead(*args, scale=cfg.loss.implicit_scale)
+        return ProbabilisticHead(*args)
+    return ProjectionHead(in_dim, hidden, cfg.model.proj_dim)
