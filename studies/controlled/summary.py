@@ -85,3 +85,36 @@ def kappa_figure(points: Path, rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("κ̂" if name != "nt_xent_norm" else "‖proj‖")
     save_figure(fig, path, dpi=120)
     return path
+
+
+def regime_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per (D, scale) of the regime map."""
+    lines = ["| D | κ scale | κ range (5–95 %) | mean ρ | MC − surrogate (nats) | corr of ∂/∂log κ |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dim']} | ×{r['scale']:g} | {r['kappa_low']:.0f}–{r['kappa_high']:.0f} | {r['mean_rho']:.3f} "
+                     f"| {r['gap_nats']:+.3f} | {r['grad_corr']:+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def regime_figure(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Two heat maps over (D, kappa scale): the loss gap in nats and the log-kappa gradient correlation."""
+    dims = sorted({r["dim"] for r in rows})
+    scales = sorted({r["scale"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    for ax, key, title, cmap in ((axes[0], "gap_nats", "MC-InfoNCE − surrogate (nats)", "coolwarm"),
+                                 (axes[1], "grad_corr", "corr of ∂loss/∂log κ", "viridis")):
+        grid = np.array([[next(r[key] for r in rows if r["dim"] == d and r["scale"] == s) for s in scales]
+                         for d in dims])  # (D, S)
+        im = ax.imshow(grid, cmap=cmap, aspect="auto", origin="lower")
+        for i in range(len(dims)):
+            for j in range(len(scales)):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(scales)), [f"×{s:g}" for s in scales])
+        ax.set_yticks(range(len(dims)), [str(d) for d in dims])
+        ax.set_xlabel("κ scale (× the true κ* in [4, 64])")
+        ax.set_ylabel("D (sphere S^(D−1))")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax)
+    save_figure(fig, path, dpi=120)
+    return path

@@ -20,6 +20,7 @@ from studies.controlled.measures import (
     procrustes_r2,
 )
 from studies.controlled.process import Posterior, ProcessConfig, _distinct_choices, positive_pairs
+from studies.controlled.regime import regime_map
 
 
 @pytest.mark.parametrize("dim", [3, 10, 64])
@@ -139,3 +140,10 @@ def test_controlled_quick_end_to_end(tmp_path):
 def test_controlled_bad_input_is_one_line(tmp_path, args, match):
     bad(["controlled", "--quick", "--out", str(tmp_path / "c"), *args], match)
     assert not (tmp_path / "c" / "rows.jsonl").exists()
+
+
+def test_the_surrogate_meets_the_likelihood_as_kappa_outgrows_the_dimension():
+    rows = regime_map(dims=(16,), scales=(0.25, 64.0, 1e4), batches=1, batch=128, samples=32)
+    low, high, huge = rows
+    assert high["grad_corr"] > low["grad_corr"] + 0.2, rows  # the surrogate moves kappa as the likelihood does
+    assert abs(huge["gap_nats"]) < 0.05 and huge["mean_rho"] > 0.999, huge  # both are NT-Xent on mu there
