@@ -101,7 +101,8 @@ def human_table(
     human: Tensor, label_free: dict[str, Tensor], label_using: dict[str, Tensor] | None = None
 ) -> pd.DataFrame:
     """Certainty against human ambiguity (CIFAR-10H): Spearman with -H(human soft label) and its 95 % CI, the
-    AUROC of low certainty for "the annotators were not unanimous", and kappa's partial Spearman given ||h||.
+    AUROC of low certainty for "the annotators were not unanimous", and kappa's partial Spearman given ||h||
+    and given ||proj||.
     Scores that needed labels (a probe's) are marked apart from the label-free ones."""
     entropy = human_entropy(human)  # (N,)
     split = entropy > 1e-9  # not unanimous
@@ -111,9 +112,10 @@ def human_table(
         c = spearman_ci(s, -entropy)
         rows.append({"score": name, "uses_labels": name not in label_free, "rho": c.rho, "low": c.low,
                      "high": c.high, "n": c.n, "auroc_not_unanimous": auroc(-s, split)})
-    if "kappa" in scores:
-        rows.append({"score": "kappa | feature_norm (partial)", "uses_labels": False, "n": int(entropy.numel()),
-                     "rho": partial_spearman(scores["kappa"], -entropy, scores["feature_norm"])})
+    for given in ("feature_norm", "proj_norm"):  # what kappa adds once each free norm is known
+        if "kappa" in scores and given in scores:
+            rows.append({"score": f"kappa | {given} (partial)", "uses_labels": False, "n": int(entropy.numel()),
+                         "rho": partial_spearman(scores["kappa"], -entropy, scores[given])})
     return pd.DataFrame(rows)
 
 

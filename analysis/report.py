@@ -201,15 +201,17 @@ def seed_section(runs: list[RunInfo]) -> tuple[list[str], list[str]]:
     group_of = {r.name: str(r.analysis_meta.get("loss", "?")) for r in analysed}
     if not analysed or max(list(group_of.values()).count(g) for g in group_of.values()) < 2:
         return [], []
-    summary = across_seeds({r.name: run_measures(r.analysis) for r in analysed if r.analysis}, group_of)
+    measures = {r.name: run_measures(r.analysis) for r in analysed if r.analysis}
+    summary = across_seeds(measures, group_of)
     t = summary.assign(**{"mean [95 % CI over runs]": [
         f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in zip(summary["mean"], summary["low"], summary["high"],
                                                                   strict=True)]})[
         ["group", "measure", "score", "runs", "mean [95 % CI over runs]"]]
-    verdicts = kappa_verdicts(summary)
+    verdicts = kappa_verdicts(measures, group_of)
+    items = "".join(f"<li>{html.escape(v)}</li>" for v in verdicts)
     h = ["<h2>Across pretraining seeds</h2><p class='note'>One value per run (pretraining seed); mean and 95 %"
-         " t-interval over runs of the same loss.</p>", "<ul>" + "".join(f"<li>{html.escape(v)}</li>"
-                                                                          for v in verdicts) + "</ul>", _html_table(t)]
+         " t-interval over runs of the same loss; κ's verdicts are paired within each run.</p>",
+         f"<ul>{items}</ul>", _html_table(t)]
     md = ["## Across pretraining seeds (mean [95 % t-interval] over runs)", "", *[f"- {v}" for v in verdicts], "",
           _md_table(t), ""]
     return h, md

@@ -76,25 +76,28 @@ def lower_is_better(measure: str) -> bool:
     return any(measure in (f"Spearman with {c}", f"{c}: mean per-image Spearman") for c in CORRUPTIONS)
 
 
-def kappa_verdicts(summary: pd.DataFrame) -> list[str]:
-    """Per group with kappa, for each certainty measure: kappa against the best label-free baseline (norms of
-    the representation and of the projection), 'above' only when the seed-level intervals do not overlap."""
+def kappa_verdicts(measures: dict[str, pd.DataFrame], group_of: dict[str, str]) -> list[str]:
+    """Per group with kappa, for each certainty measure: kappa against the best label-free baseline (the norms
+    of the representation and of the projection; best by its mean over runs), *paired within each run*: the
+    per-run difference kappa - baseline (sign-flipped where lower is better, so that > 0 favours kappa) and its
+    95 % t-interval over runs. "above" when the interval lies above 0, "below" when it lies below, else
+    "level with". measures, group_of: as :func:`across_seeds`."""
+    long = pd.concat([df.assign(run=name, group=group_of[name]) for name, df in measures.items()], ignore_index=True)
     lines = []
-    for (group, measure), d in summary.groupby(["group", "measure"], sort=False):
-        d = d.set_index("score")
-        others = [s for s in LABEL_FREE[1:] if s in d.index]
-        if "kappa" not in d.index or not others:
+    for (group, measure), d in long.groupby(["group", "measure"], sort=False):
+        wide = d.pivot_table(index="run", columns="score", values="value", aggfunc="first")
+        others = [s for s in LABEL_FREE[1:] if s in wide.columns]
+        if "kappa" not in wide.columns or not others:
             continue
         sign = -1.0 if lower_is_better(measure) else 1.0
-        best = max(others, key=lambda s: sign * d.loc[s, "mean"])
-        k, o = d.loc["kappa"], d.loc[best]
-        k_lo, o_hi = min(sign * k["low"], sign * k["high"]), max(sign * o["low"], sign * o["high"])
-        if k_lo > o_hi:
-            verdict = "above"
-        elif sign * k["mean"] > sign * o["mean"]:
-            verdict = "better on average, with overlapping intervals, than"
-        else:
-            verdict = "NOT above"
-        lines.append(f"{group}, {measure}: κ {k['mean']:+.3f} [{k['low']:+.3f}, {k['high']:+.3f}] is {verdict}"
-                     f" the best label-free baseline {best} {o['mean']:+.3f} [{o['low']:+.3f}, {o['high']:+.3f}]")
+        best = max(others, key=lambda s: sign * float(wide[s].mean()))
+        diff = (sign * (wide["kappa"] - wide[best])).dropna().to_numpy(dtype=np.float64)
+        if len(diff) < 2:
+            continue
+        m, lo, hi = t_interval(diff)
+        verdict = "above" if lo > 0 else "below" if hi < 0 else "level with"
+        note = " (lower is better; the difference is sign-flipped)" if sign < 0 else ""
+        lines.append(f"{group}, {measure}{note}: κ is {verdict} the best label-free baseline {best} — paired "
+                     f"difference {m:+.3f} [{lo:+.3f}, {hi:+.3f}] over {len(diff)} runs (means: κ "
+                     f"{float(wide['kappa'].mean()):+.3f}, {best} {float(wide[best].mean()):+.3f})")
     return lines

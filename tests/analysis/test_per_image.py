@@ -47,12 +47,25 @@ def test_seed_summary_and_kappa_verdicts():
     summary = across_seeds(runs, dict.fromkeys(runs, "mc_infonce"))
     row = summary[(summary.measure == "R-AUROC") & (summary.score == "kappa")].iloc[0]
     assert row.runs == 3 and row["mean"] == pytest.approx(0.71) and row.low < 0.71 < row.high
-    verdicts = kappa_verdicts(summary)
+    verdicts = kappa_verdicts(runs, dict.fromkeys(runs, "mc_infonce"))
     # kappa is clearly better on both: larger R-AUROC and a more negative correlation with severity
-    assert len(verdicts) == 2 and all(" is above the best label-free baseline feature_norm" in v for v in verdicts)
+    assert len(verdicts) == 2 and all("κ is above the best label-free baseline feature_norm" in v for v in verdicts)
+    assert "paired difference +0.150 [+0.150, +0.150] over 3 runs" in verdicts[0]
     assert lower_is_better("Spearman with contrast") and not lower_is_better("Spearman with crop area")
     close = {f"s{i}": _measures(0.60 + 0.05 * (i - 1), 0.59 + 0.05 * (1 - i)) for i in range(3)}
-    verdicts = kappa_verdicts(across_seeds(close, dict.fromkeys(close, "g")))
-    assert all("overlapping intervals" in v or "NOT above" in v for v in verdicts)
+    verdicts = kappa_verdicts(close, dict.fromkeys(close, "g"))
+    assert verdicts and all("level with" in v for v in verdicts)  # paired differences -0.09, +0.01, +0.11
     worse = {f"s{i}": _measures(0.5, 0.6 + 0.01 * i) for i in range(3)}
-    assert all("NOT above" in v for v in kappa_verdicts(across_seeds(worse, dict.fromkeys(worse, "g"))))
+    assert all("is below" in v for v in kappa_verdicts(worse, dict.fromkeys(worse, "g")))
+
+
+def test_kappa_verdicts_are_paired_not_interval_overlap():
+    # kappa and the norm vary together across runs (wide, overlapping intervals) but kappa is ahead in every
+    # run by 0.01-0.02: paired, that is "above"; compared by interval overlap it would not be
+    runs = {f"s{i}": _measures(0.50 + 0.1 * i + 0.01 * (i % 2 + 1), 0.50 + 0.1 * i) for i in range(4)}
+    verdicts = kappa_verdicts(runs, dict.fromkeys(runs, "g"))
+    summary = across_seeds(runs, dict.fromkeys(runs, "g"))
+    k = summary[(summary.measure == "R-AUROC") & (summary.score == "kappa")].iloc[0]
+    n = summary[(summary.measure == "R-AUROC") & (summary.score == "feature_norm")].iloc[0]
+    assert k.low < n.high  # the two intervals overlap
+    assert all("κ is above" in v for v in verdicts), verdicts

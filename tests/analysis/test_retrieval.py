@@ -65,6 +65,12 @@ def test_human_table_on_synthetic_soft_labels():
     noise = table[table.score == "feature_norm"].iloc[0]
     assert abs(noise.rho) < 0.15 and 0.4 < noise.auroc_not_unanimous < 0.6
     assert table[table.score == "kappa | feature_norm (partial)"].rho.iloc[0] > 0.9
+    # given a proj_norm that already is the certainty, kappa adds almost nothing
+    proj = certainty + 0.01 * torch.randn(600, generator=g, dtype=torch.float64)
+    both = human_table(human, {"kappa": certainty, "feature_norm": torch.randn(600, generator=g).double(),
+                               "proj_norm": proj})
+    partial = both.set_index("score").rho
+    assert partial["kappa | feature_norm (partial)"] > 0.9 and abs(partial["kappa | proj_norm (partial)"]) < 0.5
 
 
 def test_partial_spearman_of_a_monotone_function_of_z_is_nan_not_a_crash():
