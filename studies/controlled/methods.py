@@ -29,12 +29,17 @@ METHODS: tuple[Method, ...] = (
            "--new-loss with loss.posterior=vmf"),
     Method("implicit", {"loss.name": "mc_infonce", "loss.kappa_head": "implicit"}, "power_spherical",
            "--new-loss with loss.kappa_head=implicit (kappa from the projection's norm)"),
+    Method("mc_infonce_two_phase", {"loss.name": "mc_infonce", "loss.phases": "mu_then_kappa", "loss.kappa_max": 1000.0,
+                                    "loss.samples": 128}, "power_spherical",
+           "--new-loss as the official code trains it: mu first with kappa held near its initial ~32 (kappa_max "
+           "1000), then kappa; 128 draws"),
     Method("shrinkage", {"loss.name": "shrinkage"}, "power_spherical",
            "loss.name=shrinkage: kappa as a learned per-view temperature, no sampling"),
     Method("nt_xent_norm", {"loss.name": "nt_xent"}, None,
            "NT-Xent; certainty = the norm of the unnormalised projection"),
 )
-PROBABILISTIC = ("mc_infonce", "mc_infonce_vmf", "implicit")  # trained with the Monte-Carlo likelihood
+# trained with the Monte-Carlo likelihood
+PROBABILISTIC = ("mc_infonce", "mc_infonce_vmf", "implicit", "mc_infonce_two_phase")
 
 
 def method(name: str) -> Method:
@@ -46,9 +51,11 @@ def method(name: str) -> Method:
 
 
 def method_config(m: Method, dim_z: int, temperature: float, samples: int, width: int) -> Config:
-    """The probclr config of method ``m`` on a dim_z-sphere: the temperature of the process, no KL term."""
-    return merge(Config(), {**m.overrides, "loss.temperature": temperature, "loss.samples": samples,
-                            "loss.kl_weight": 0.0, "model.proj_dim": dim_z, "model.proj_hidden": width})
+    """The probclr config of method ``m`` on a dim_z-sphere: the temperature of the process, no KL term, the
+    study's draws unless the method sets its own."""
+    base = {"loss.temperature": temperature, "loss.samples": samples, "loss.kl_weight": 0.0, "model.proj_dim": dim_z,
+            "model.proj_hidden": width}
+    return merge(Config(), {**base, **m.overrides})  # a method's own settings (its draws) win
 
 
 class MLPEncoder(nn.Module):

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probclr.config import Config
 from probclr.errors import ConfigError
 from probclr.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from probclr.provenance import provenance
 from probclr.run.runlock import RunLock
-from probclr.train.step import contrastive_loss
+from probclr.train.step import Phase, contrastive_loss
 from studies.controlled.measures import (
     coverage,
     coverage_error,
@@ -40,17 +41,17 @@ Split = Literal["val", "test"]
 class StudyConfig:
     """The training budget and the evaluation set; the process is in ``process``."""
     process: ProcessConfig = field(default_factory=ProcessConfig)
-    batch: int = 256  # pairs per step (2 x batch views, all-pairs negatives)
-    train_batches: int = 400  # fixed training pairs: train_batches x batch, the same for every method of a seed
-    steps: int = 2000  # Adam steps, cosine decay of the learning rate to 0
+    batch: int = 64  # pairs per step (2 x batch views, all-pairs negatives)
+    train_batches: int = 1600  # fixed training pairs: train_batches x batch, the same for every method of a seed
+    steps: int = 4000  # Adam steps, cosine decay of the learning rate to 0
     lr: float = 1e-3
-    samples: int = 16  # Monte-Carlo draws of every embedding per step (MC-InfoNCE)
+    samples: int = 16  # Monte-Carlo draws of every embedding per step (MC-InfoNCE; a method may set its own)
     width: int = 128  # MLP encoder and head width
     eval_points: int = 4000  # held-out observations per split
 
 
 FULL = StudyConfig()
-QUICK = StudyConfig(train_batches=24, steps=120, batch=128, eval_points=1200)
+QUICK = StudyConfig(train_batches=60, steps=240, eval_points=1200)
 
 
 def _stream(seed: int, purpose: int) -> torch.Generator:
@@ -90,7 +91,7 @@ def train(m: Method, study: StudyConfig, data: Data, seed: int) -> tuple[torch.n
     for step in range(study.steps):
         xa, xb = data.pairs[step % len(data.pairs)]
         _, out = model(torch.cat([xa, xb]))  # HeadOutput over 2B views
-        loss, _ = contrastive_loss(out, cfg)
+        loss, _ = contrastive_loss(out, cfg, _phase(cfg, step, study.steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -98,6 +99,13 @@ def train(m: Method, study: StudyConfig, data: Data, seed: int) -> tuple[torch.n
         if step >= study.steps * 0.9:
             tail.append(float(loss.detach()))
     return model.eval(), float(np.mean(tail))
+
+
+def _phase(cfg: Config, step: int, steps: int) -> Phase:
+    """``loss.phases = mu_then_kappa`` by steps, as pretraining does it by epochs (train.step.phase_of)."""
+    if cfg.loss.phases == "joint":
+        return "joint"
+    return "mu" if step < cfg.loss.mu_fraction * steps else "kappa"
 
 
 @torch.no_grad()
