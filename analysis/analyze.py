@@ -93,7 +93,8 @@ def probe_analysis(
                             "auroc": auroc(-c, error), "aurc": risk_coverage(c, error).aurc})
             if seed == 0 and fraction == max(ev.fractions):
                 probe_for_ambiguity = probe
-    assert probe_for_ambiguity is not None  # the largest fraction always has seed 0
+    if probe_for_ambiguity is None:  # the largest fraction has seed 0 whenever eval.seeds >= 1
+        raise ProbclrError(f"no probe at the largest label fraction: eval.seeds must be >= 1, got {ev.seeds}")
     return pd.DataFrame(cal), pd.concat(rel, ignore_index=True), pd.DataFrame(unc), probe_for_ambiguity
 
 

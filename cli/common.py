@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from probclr.config import Config, flag_updates, load_config, merge, parse_override
+from probclr.config import Config, flag_updates, load_config, merge, parse_overrides
 from probclr.errors import ConfigError, ProbclrError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +54,7 @@ def assemble_config(
     ``--set`` that give one key two different values are an error (which one wins would be a silent guess)."""
     cfg = load_config(config, sets or [])
     updates = flag_updates(flags or [])
-    given = dict(parse_override(o) for o in sets or [])
+    given = parse_overrides(sets or [])
     for key, value in updates.items():
         if key in given and given[key] != value:
             raise ConfigError(f"{key} is given twice, {value!r} by its flag and {given[key]!r} by --set; give it once")

@@ -103,7 +103,7 @@ def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
 
 
 FractionOpt = Annotated[list[float] | None, typer.Option("--fraction", "-f", help="label fraction in (0, 1]; repeat")]
-SeedsOpt = Annotated[int | None, typer.Option(help="label subsets per fraction (mean ± std)")]
+SeedsOpt = Annotated[int | None, typer.Option(min=1, help="label subsets per fraction (mean ± std)")]
 SplitOpt = Annotated[str, typer.Option(help="score on test (reported numbers) or val (every choice)")]
 # data settings that evaluation may change: which labeled images form the validation split, where the data is
 EVALUATE_DATA_KEYS = ("data.val_size", "data.val_seed", "data.data_dir", "data.cache_dir")
@@ -133,9 +133,9 @@ def evaluate(
     ckpt = checkpoint or RunDir(run).require_checkpoint()
     base = config_from_checkpoint(load_run_checkpoint(RunDir(run), ckpt))
     flags = {"eval.fractions": fraction, "eval.seeds": seeds, "eval.probes": probe}
-    from probclr.config import parse_override
+    from probclr.config import parse_overrides
 
-    updates = dict(parse_override(o) for o in (set_ or []))
+    updates = parse_overrides(set_ or [])
     fixed = [k for k in updates if not k.startswith("eval.") and k not in EVALUATE_DATA_KEYS]
     if fixed:
         fail(f"evaluate cannot change {fixed[0]} (the run's checkpoint fixes it); it takes eval.* and "
@@ -227,9 +227,9 @@ def analyze(
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
     from analysis.analyze import analyze_run
-    from probclr.config import parse_override
+    from probclr.config import parse_overrides
 
-    updates = dict(parse_override(o) for o in (set_ or []))
+    updates = parse_overrides(set_ or [])
     fixed = [k for k in updates if not k.startswith("eval.")]
     if fixed:
         fail(f"analyze cannot change {fixed[0]} (the run's checkpoint fixes it); it takes eval.* settings")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from probclr.config import Config, from_dict, load_config, merge, parse_override
+from probclr.config import Config, from_dict, load_config, merge, parse_overrides
 from probclr.errors import ProbclrError
 from probclr.eval.evaluate import evaluate_run
 from probclr.eval.features import load_encoder as _checkpoint_encoder
@@ -61,7 +61,7 @@ def _config(config: Config | dict | str | Path | None, overrides: Sequence[str])
 
 
 def _with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
-    return merge(cfg, dict(parse_override(o) for o in overrides)) if overrides else cfg
+    return merge(cfg, parse_overrides(list(overrides))) if overrides else cfg
 
 
 def pretrain(

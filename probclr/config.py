@@ -211,6 +211,19 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise ConfigError("YAML aliases (*name) are not allowed in probclr configs; write the value out")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice in one mapping is an error naming it and both lines (YAML's default: the last wins)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"key {shown(key, 60)} is given twice in one mapping (lines {seen[key]} and {line});"
+                                  " give it once")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
 
 def safe_yaml(text: str, what: str) -> Any:
     """Parse YAML text with no aliases and bounded nesting; errors are one line naming ``what``."""
@@ -218,6 +231,8 @@ def safe_yaml(text: str, what: str) -> Any:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError as err:
         raise ConfigError(f"{what} is nested too deeply to be a config") from err
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{what} is not valid YAML: {err}".splitlines()[0][:300]) from err
 
@@ -237,7 +252,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce(key, value, inner[0])
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {shown(value)}")
+            hint = " (YAML reads an unquoted yes / no / on / off as a boolean: quote it)" if isinstance(value, bool) \
+                and any(isinstance(a, str) for a in args) else ""
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {shown(value)}{hint}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
@@ -367,8 +384,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the YAML file, then ``--set`` overrides; validated."""
     tree = read_yaml_mapping(path, "config file", "configs/ for examples") if path is not None else {}
     cfg = _build(Config, tree, "")
-    updates = dict(parse_override(o) for o in (overrides or []))
-    return merge(cfg, updates)
+    return merge(cfg, parse_overrides(overrides or []))
+
+
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """Several ``--set`` overrides; one key given twice is an error (which one wins would be a silent guess)."""
+    updates: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_override(text)
+        if key in updates:
+            raise ConfigError(f"--set {key} is given twice ({shown(updates[key], 40)} and {shown(value, 40)}); give it once")
+        updates[key] = value
+    return updates
 
 
 def from_dict(tree: dict[str, Any]) -> Config:
@@ -443,8 +470,9 @@ def validate(cfg: Config) -> None:
     if cfg.model.proj_hidden is not None:
         _check(cfg.model.proj_hidden >= 1, f"model.proj_hidden must be >= 1, got {cfg.model.proj_hidden}")
     _check(cfg.loss.samples >= 1, f"loss.samples must be >= 1, got {cfg.loss.samples}")
-    _check(cfg.optim.grad_cache_chunk is None or cfg.optim.grad_cache_chunk >= 1,
-           f"optim.grad_cache_chunk must be >= 1 views (or null), got {cfg.optim.grad_cache_chunk}")
+    _check(cfg.optim.grad_cache_chunk is None or cfg.optim.grad_cache_chunk >= 2,
+           f"optim.grad_cache_chunk must be >= 2 views (batch norm needs two per chunk) or null, "
+           f"got {cfg.optim.grad_cache_chunk}")
     _check(cfg.loss.kl_weight >= 0, f"loss.kl_weight must be >= 0, got {cfg.loss.kl_weight}")
     _check(0 < cfg.loss.kappa_min < cfg.loss.kappa_max,
            f"loss.kappa_min and kappa_max must satisfy 0 < min < max, got {cfg.loss.kappa_min}, {cfg.loss.kappa_max}")

@@ -147,3 +147,24 @@ def test_flags_name_their_field_by_selector():
     for bad in (lambda c: c.optim, lambda c: c.optim.nope, lambda c: c.nosection.x, lambda c: 3):
         with pytest.raises(ConfigError):
             field_key(bad)
+
+
+def test_a_key_given_twice_is_an_error_naming_file_lines_and_key(tmp_path):
+    for text, key, lines in [("optim:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n", "'lr'", "lines 2 and 4"),
+                             ("optim:\n  lr: 0.1\noptim:\n  epochs: 2\n", "'optim'", "lines 1 and 3"),
+                             ("a: {b: {c: 1, c: 2}}\n", "'c'", "lines 1 and 1")]:
+        p = tmp_path / "dup.yaml"
+        p.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(p)
+        msg = str(err.value)
+        assert str(p) in msg and key in msg and lines in msg and "given twice" in msg, msg
+    with pytest.raises(ConfigError, match="--set optim.lr is given twice"):
+        load_config(None, ["optim.lr=0.1", "optim.epochs=2", "optim.lr=0.2"])
+
+
+def test_a_yaml_boolean_where_a_name_belongs_says_to_quote_it(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  dataset: no\n")
+    with pytest.raises(ConfigError, match="data.dataset must be one of .* got False .*quote it"):
+        load_config(p)

@@ -154,3 +154,10 @@ def test_bench_reports_all_four_rates(tmp_path):
     assert all(v > 0 for v in res["images_per_s"].values()) and res["batch_size"] == 32
     assert res["ratios"]["full_vs_peer"] == pytest.approx(
         res["images_per_s"]["full_step"] / res["images_per_s"]["peer_dataloader"])
+
+
+@pytest.mark.parametrize("command", ["analyze", "evaluate"])
+@pytest.mark.parametrize("seeds", ["-2", "0"])
+def test_a_seed_count_below_one_is_refused_at_the_door(tmp_path, command, seeds):
+    bad([command, "--run", str(tmp_path / "run"), "--seeds", seeds], "--seeds")
+    assert not (tmp_path / "run").exists()

@@ -4,7 +4,7 @@ from torch import nn
 
 from probclr.model.heads import HeadOutput
 from probclr.model.losses import mc_infonce, nt_xent
-from probclr.train.gradcache import grad_cached_backward
+from probclr.train.gradcache import chunks, grad_cached_backward
 
 
 def _net(seed=0):
@@ -26,7 +26,7 @@ def _head(net):
     return lambda v: HeadOutput(net(v))  # the head output every SimCLR model returns
 
 
-@pytest.mark.parametrize("chunk", [1, 6, 16, 64])
+@pytest.mark.parametrize("chunk", [2, 6, 16, 64])
 def test_grad_cache_equals_full_batch_gradient(chunk):
     views = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))  # 32 pairs
     full = _net()
@@ -104,3 +104,23 @@ def test_pretrain_with_grad_cache_runs(tmp_path):
                              "optim.epochs=1", "optim.batch_size=64", "optim.grad_cache_chunk=32"])
     res = pretrain(cfg, tmp_path / "gc")
     assert res.final_loss is not None and res.final_loss == res.final_loss
+
+
+def test_a_last_chunk_of_one_view_joins_the_chunk_before():
+    views = torch.randn(16, 3, 2, 2)
+    assert [c.shape[0] for c in chunks(views, 3)] == [3, 3, 3, 3, 4]
+    assert [c.shape[0] for c in chunks(views, 5)] == [5, 5, 6]
+    assert [c.shape[0] for c in chunks(views, 16)] == [16]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.BatchNorm1d(4))  # BN: one view alone would fail
+    loss, _ = grad_cached_backward(model, _head(model), views, _nt, 3)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match=">= 2 views"):
+        grad_cached_backward(model, _head(model), views, _nt, 1)
+
+
+def test_pretrain_with_a_chunk_that_would_leave_one_view_alone(tmp_path):
+    from clihelp import bad, ok
+
+    ok(["pretrain", "--batch-size", "8", "--epochs", "1", "--set", "optim.grad_cache_chunk=3", "--set",
+        "data.train_limit=64", "--set", "model.convnet_widths=[8, 16]", "--out", str(tmp_path / "r")])
+    bad(["pretrain", "--set", "optim.grad_cache_chunk=1", "--out", str(tmp_path / "one")], ">= 2 views")
