@@ -16,7 +16,7 @@ from analysis import figures
 from analysis.ambiguity import ambiguity_analysis
 from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
 from analysis.calibration import heldout_temperature, holdout_refit, reliability
-from analysis.embedding_maps import embedding_map, umap_available
+from analysis.embedding_maps import MIN_MAP_POINTS, embedding_map, umap_available
 from analysis.human_labels import align, human_entropy, load_cifar10h
 from analysis.kappa_probe import heldout_kappa_temperature
 from analysis.retrieval import r_auroc, retrieval
@@ -219,14 +219,18 @@ def _analyze_into(
     sel = torch.randperm(evaluated.h.shape[0], generator=gen)[:map_points]
     shown = evaluated.take(sel)
     maps = []
-    for method in ["tsne"] + (["umap"] if umap_available() else []):
+    skipped: dict[str, str] = {}
+    if sel.numel() < MIN_MAP_POINTS:  # too few images for a map: said in analysis.json, the rest goes on
+        skipped["embedding maps"] = f"{sel.numel()} images, fewer than the {MIN_MAP_POINTS} a map needs"
+    for method in ([] if skipped else ["tsne"] + (["umap"] if umap_available() else [])):
         xy = embedding_map(shown.h, method)
         df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
                            "class": [emb.classes[i] for i in shown.labels.tolist()]})
         if shown.kappa is not None:
             df["kappa"] = shown.kappa.numpy()
         maps.append(df)
-    _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
+    if maps:
+        _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
     timings["maps_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -237,5 +241,6 @@ def _analyze_into(
         "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb.checkpoint_sha256,
         "loss": cfg.loss.name, "split": split, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
         "ambiguity_images": n_amb, "map_points": int(sel.numel()),
-        "cifar10h": cifar10h, "timings": timings, "provenance": provenance(torch.device("cpu"), command),
+        "cifar10h": cifar10h, "timings": timings, "skipped": skipped,
+        "provenance": provenance(torch.device("cpu"), command),
     })

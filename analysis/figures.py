@@ -104,6 +104,7 @@ def analysis_figures(out: Path) -> list[Path]:
         calibration_figure(pd.read_csv(out / "calibration.csv"), fig_dir / "calibration.png"),
         uncertainty_figure(pd.read_csv(out / "uncertainty.csv"), fig_dir / "uncertainty.png"),
         ambiguity_figure(pd.read_csv(out / "ambiguity_levels.csv"), fig_dir / "ambiguity.png"),
-        map_figure(pd.read_csv(out / "embedding_map.csv"), fig_dir / "embedding_map.png"),
     ]
+    if (out / "embedding_map.csv").is_file():  # absent when too few images were analysed for a map
+        paths.append(map_figure(pd.read_csv(out / "embedding_map.csv"), fig_dir / "embedding_map.png"))
     return paths

@@ -315,3 +315,13 @@ def test_markdown_tables_escape_pipes_and_round_floats():
     assert {line.replace("\\|", "").count("|") for line in lines} == {4}
     assert lines[2] == "| kappa \\| feature_norm (partial) | 0.06488 | 10000 |"
     assert lines[3] == "| kappa | – | 45000 |"
+
+
+def test_maps_of_few_points_adapt_and_too_few_are_refused():
+    from analysis.embedding_maps import MIN_MAP_POINTS, embedding_map, map_perplexity
+
+    assert map_perplexity(2000) == 30.0 and map_perplexity(12) < 12  # t-SNE needs perplexity < n
+    x = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))
+    assert embedding_map(x, "tsne").shape == (12, 2)  # the 12-image validation split that used to fail
+    with pytest.raises(ValueError, match=f"at least {MIN_MAP_POINTS}"):
+        embedding_map(x[:MIN_MAP_POINTS - 1], "tsne")
