@@ -10,6 +10,7 @@ asking for one that is not installed is a one-line error before anything is writ
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -31,13 +32,50 @@ class Logger(Protocol):
     def close(self) -> None: ...
 
 
+WANDB_MODES = ("online", "offline", "disabled", "dryrun")
+
+
 def check_loggers(cfg: Config) -> None:
-    """Refuse (one line) a logger whose package is missing."""
+    """Refuse (one line, before anything is written) a logger that cannot start: its package missing, or
+    installed but not importable (a broken install, e.g. a protobuf clash), W&B in a mode it rejects, or W&B
+    online with no login."""
     for name in cfg.run.loggers:
         pkg = PACKAGES.get(name)
         if pkg and importlib.util.find_spec(pkg) is None:
             raise ConfigError(f"run.loggers includes {name} but the {pkg} package is not installed;"
                               f" pip install 'probclr[{name}]' or remove it from run.loggers")
+        if pkg:
+            _check_importable(name, "torch.utils.tensorboard" if name == "tensorboard" else pkg)
+        if name == "wandb":
+            _check_wandb_mode()
+
+
+def _check_importable(name: str, module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - any failure of a third-party import is the same user error
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"run.loggers includes {name}, whose package is installed but cannot be imported "
+                          f"({type(err).__name__}: {first}); reinstall it (pip install --force-reinstall "
+                          f"'probclr[{name}]') or remove it from run.loggers") from err
+
+
+def _check_wandb_mode() -> None:
+    mode = os.environ.get("WANDB_MODE", "online")
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={mode!r} is not a mode W&B accepts; use one of {', '.join(WANDB_MODES)}")
+    if mode == "online" and not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
+        raise ConfigError("run.loggers includes wandb, online, but no W&B login was found: run `wandb login`, "
+                          "or set WANDB_MODE=offline (sync later with `wandb sync`)")
+
+
+def _netrc_has_wandb() -> bool:
+    """Whether ~/.netrc (or $NETRC) holds a W&B key, where `wandb login` stores it."""
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in path.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 class TensorBoardLogger:

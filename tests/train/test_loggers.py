@@ -47,6 +47,37 @@ def test_missing_logger_package_is_one_line_and_writes_nothing(tmp_path, monkeyp
     bad(["pretrain", "--set", "run.loggers=[mlflow]", "--out", str(tmp_path / "r")], "run.loggers items must be")
 
 
+def test_installed_but_broken_logger_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, *a):
+        if name == "torch.utils.tensorboard":
+            raise TypeError("Descriptors cannot be created directly (a protobuf clash)")
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    lines = bad(["pretrain", "--set", "run.loggers=[tensorboard]", "--out", str(tmp_path / "r")],
+                "installed but cannot be imported (TypeError: Descriptors")
+    assert len(lines) == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("env", "match"), [
+    ({"WANDB_MODE": "offlne"}, "WANDB_MODE='offlne' is not a mode"),
+    ({"WANDB_MODE": None, "WANDB_API_KEY": None}, "wandb login"),
+])
+def test_wandb_that_cannot_start_is_one_line_and_writes_nothing(tmp_path, monkeypatch, env, match):
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    for k, v in env.items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, v)
+    lines = bad(["pretrain", "--set", "run.loggers=[wandb]", "--out", str(tmp_path / "r")], match)
+    assert len(lines) == 1 and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("value", ["-1", "x"])
 def test_bad_monitor_values(tmp_path, value):
     bad(["pretrain", "--set", f"run.monitor_every={value}", "--out", str(tmp_path / "r")], "run.monitor_every")
