@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,8 +58,8 @@ class _Pack:
     (N,) whether torchvision's JPEG decoder gave exactly the folder decoder's pixels for it (checked when
     packing), and the files' names (for errors)."""
 
-    def __init__(self, path: Path, offsets: np.ndarray, fast: np.ndarray, names: list[str]) -> None:
-        self.path, self.offsets, self.fast, self.names = path, offsets, fast, names
+    def __init__(self, path: Path, offsets: np.ndarray, fast: np.ndarray, names: list[str], crc: np.ndarray) -> None:
+        self.path, self.offsets, self.fast, self.names, self.crc = path, offsets, fast, names, crc
         self.fd = os.open(path, os.O_RDONLY)
 
     def read(self, rows: np.ndarray) -> list[bytes]:
@@ -69,6 +70,9 @@ class _Pack:
             out[j] = os.pread(self.fd, stop - start, start)
             if len(out[j]) != stop - start:
                 raise DataError(f"{str(self.path)!r} ends early (a damaged cache entry): delete it and run again")
+            if zlib.crc32(out[j]) != int(self.crc[rows[j]]):  # every image's bytes checked as they are read
+                raise DataError(f"{str(self.path)!r} is damaged (the bytes of {self.names[rows[j]]!r} fail their "
+                                f"checksum): delete {str(self.path.parent)!r} and run again to rebuild it")
         return out
 
     def __del__(self) -> None:
@@ -187,6 +191,7 @@ def pack_files(paths: list[Path], size: int | None, dest: Path) -> tuple[int, in
     tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
     offsets = np.zeros(len(paths) + 1, dtype=np.int64)
     fast = np.zeros(len(paths), dtype=bool)
+    crc = np.zeros(len(paths), dtype=np.int64)  # zlib.crc32 of each image's bytes, checked at every read
     chw: tuple[int, int, int] | None = None
     try:
         with open(tmp, "wb") as fh:
@@ -202,10 +207,11 @@ def pack_files(paths: list[Path], size: int | None, dest: Path) -> tuple[int, in
                 for i, data in enumerate(datas):
                     fh.write(data)
                     offsets[start + i + 1] = offsets[start + i] + len(data)
+                    crc[start + i] = zlib.crc32(data)
             fh.flush()
             os.fsync(fh.fileno())
         with open(_index_path(tmp), "wb") as ih:
-            np.savez(ih, offsets=offsets, fast=fast)
+            np.savez(ih, offsets=offsets, fast=fast, crc=crc)
         os.replace(_index_path(tmp), _index_path(dest))
         os.replace(tmp, dest)
     finally:
@@ -221,11 +227,11 @@ def _index_path(pack: Path) -> Path:
 
 def _open_pack(path: Path, names: list[str]) -> _Pack:
     with np.load(_index_path(path)) as index:
-        offsets, fast = index["offsets"], index["fast"]
+        offsets, fast, crc = index["offsets"], index["fast"], index["crc"]  # an index without checksums: rebuilt
     n = len(names)
-    if offsets.shape != (n + 1,) or fast.shape != (n,) or int(offsets[-1]) != path.stat().st_size:
+    if offsets.shape != (n + 1,) or fast.shape != (n,) or crc.shape != (n,) or int(offsets[-1]) != path.stat().st_size:
         raise DataError(f"{str(path)!r} does not match its index")
-    return _Pack(path, offsets, fast, names)
+    return _Pack(path, offsets, fast, names, crc)
 
 
 class EncodedSplits(FolderEntry):

@@ -144,6 +144,26 @@ def test_the_entry_is_reused_and_a_damaged_pack_is_rebuilt(tmp_path, monkeypatch
     assert torch.equal(load_splits(cfg).pretrain.images[:], pixels)  # rebuilt from the folder
 
 
+def test_scrambled_bytes_of_the_same_length_fail_their_checksum_in_one_line(tmp_path):
+    _split_folder(tmp_path / "imgs")
+    cfg = _cfg(tmp_path, tmp_path / "imgs", "encoded")
+    first = load_splits(cfg)
+    pixels = first.pretrain.images[:]
+    entry = EncodedSplits(cfg, "imagefolder-split", tmp_path / "imgs")
+    data = bytearray((entry.dir / "train.bin").read_bytes())
+    data[200:260] = bytes(reversed(data[200:260]))  # same length, offsets still match: only the bytes are wrong
+    (entry.dir / "train.bin").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="fail their checksum.*delete"):
+        first.pretrain.images[:]  # decoding would raise torchvision's error or give wrong pixels
+    reopened = load_splits(cfg)  # opened again: the index matches, the checksums are checked at every read
+    with pytest.raises(DataError, match="fail their checksum"):
+        reopened.pretrain.images[:]
+    import shutil
+
+    shutil.rmtree(entry.dir)
+    assert torch.equal(load_splits(cfg).pretrain.images[:], pixels)  # deleted as the message says: rebuilt
+
+
 def test_a_damaged_file_is_refused_when_packing_and_nothing_is_left(tmp_path):
     _split_folder(tmp_path / "imgs")
     bad = tmp_path / "imgs" / "train" / "c1" / "999.jpg"
