@@ -100,9 +100,10 @@ class LossConfig:
     # scale 1, kappa ~ 5 on S^127 makes every draw nearly uniform and the loss starts flat at chance
     kappa_head: Literal["mlp", "implicit"] = "mlp"
     implicit_scale: float = 32.0
-    # joint: mu and kappa trained together; mu_then_kappa: the official MCInfoNCE code's two phases -- kappa
-    # detached for the first mu_fraction of the epochs, then mu detached (only kappa's path is trained)
-    phases: Literal["joint", "mu_then_kappa"] = "joint"
+    # joint: mu and kappa trained together; two phases: kappa detached for the first mu_fraction of the epochs,
+    # then mu detached (mu_then_kappa: only kappa's path is trained) or nothing (mu_then_joint: the official
+    # MCInfoNCE code's second phase, which trains the whole model on the full loss)
+    phases: Literal["joint", "mu_then_kappa", "mu_then_joint"] = "joint"
     mu_fraction: float = 0.5
     # mc_infonce: the family of each view's embedding distribution: Power Spherical (rejection-free) or von
     # Mises-Fisher (Wood's sampler, implicit reparameterisation in kappa); the KL term uses the same family

@@ -32,10 +32,19 @@ Phase = Literal["joint", "mu", "kappa"]  # which of (mu, kappa) gets gradients: 
 
 
 def phase_of(cfg: Config, epoch: int) -> Phase:
-    """``loss.phases = mu_then_kappa``: kappa detached in the first ``mu_fraction`` of the epochs, then mu."""
+    """The phase of ``epoch`` under ``loss.phases`` (:func:`phase_at` of the share of the epochs done)."""
+    return phase_at(cfg, epoch / cfg.optim.epochs if cfg.optim.epochs else 0.0)
+
+
+def phase_at(cfg: Config, progress: float) -> Phase:
+    """``loss.phases`` at ``progress`` (the share of training done, in [0, 1)): joint throughout; or kappa
+    detached before ``mu_fraction``, then mu detached (``mu_then_kappa``) or nothing (``mu_then_joint``, the
+    official MCInfoNCE code's second phase)."""
     if cfg.loss.phases == "joint":
         return "joint"
-    return "mu" if epoch < cfg.loss.mu_fraction * cfg.optim.epochs else "kappa"
+    if progress < cfg.loss.mu_fraction:
+        return "mu"
+    return "kappa" if cfg.loss.phases == "mu_then_kappa" else "joint"
 
 
 def _detach(out: HeadOutput, phase: Phase) -> HeadOutput:

@@ -29,17 +29,20 @@ METHODS: tuple[Method, ...] = (
            "--new-loss with loss.posterior=vmf"),
     Method("implicit", {"loss.name": "mc_infonce", "loss.kappa_head": "implicit"}, "power_spherical",
            "--new-loss with loss.kappa_head=implicit (kappa from the projection's norm)"),
-    Method("mc_infonce_two_phase", {"loss.name": "mc_infonce", "loss.phases": "mu_then_kappa", "loss.kappa_max": 1000.0,
-                                    "loss.samples": 128}, "power_spherical",
-           "--new-loss as the official code trains it: mu first with kappa held near its initial ~32 (kappa_max "
-           "1000), then kappa; 128 draws"),
+    Method("mu_then_kappa", {"loss.name": "mc_infonce", "loss.phases": "mu_then_kappa", "loss.kappa_max": 1000.0,
+                             "loss.samples": 128}, "power_spherical",
+           "--new-loss in two phases: mu first with kappa held near its start (~32: kappa_max 1000), then kappa "
+           "alone (mu detached); 128 draws"),
+    Method("mu_then_joint", {"loss.name": "mc_infonce", "loss.phases": "mu_then_joint", "loss.kappa_max": 1000.0,
+                             "loss.samples": 128}, "power_spherical",
+           "the official code's schedule: mu first with kappa held near ~32, then everything; 128 draws"),
     Method("shrinkage", {"loss.name": "shrinkage"}, "power_spherical",
            "loss.name=shrinkage: kappa as a learned per-view temperature, no sampling"),
     Method("nt_xent_norm", {"loss.name": "nt_xent"}, None,
            "NT-Xent; certainty = the norm of the unnormalised projection"),
 )
 # trained with the Monte-Carlo likelihood
-PROBABILISTIC = ("mc_infonce", "mc_infonce_vmf", "implicit", "mc_infonce_two_phase")
+PROBABILISTIC = ("mc_infonce", "mc_infonce_vmf", "implicit", "mu_then_kappa", "mu_then_joint")
 
 
 def method(name: str) -> Method:

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probclr.config import Config
 from probclr.errors import ConfigError
 from probclr.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from probclr.provenance import provenance
 from probclr.run.runlock import RunLock
-from probclr.train.step import Phase, contrastive_loss
+from probclr.train.step import contrastive_loss, phase_at
 from studies.controlled.measures import (
     coverage,
     coverage_error,
@@ -91,7 +90,7 @@ def train(m: Method, study: StudyConfig, data: Data, seed: int) -> tuple[torch.n
     for step in range(study.steps):
         xa, xb = data.pairs[step % len(data.pairs)]
         _, out = model(torch.cat([xa, xb]))  # HeadOutput over 2B views
-        loss, _ = contrastive_loss(out, cfg, _phase(cfg, step, study.steps))
+        loss, _ = contrastive_loss(out, cfg, phase_at(cfg, step / study.steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -99,13 +98,6 @@ def train(m: Method, study: StudyConfig, data: Data, seed: int) -> tuple[torch.n
         if step >= study.steps * 0.9:
             tail.append(float(loss.detach()))
     return model.eval(), float(np.mean(tail))
-
-
-def _phase(cfg: Config, step: int, steps: int) -> Phase:
-    """``loss.phases = mu_then_kappa`` by steps, as pretraining does it by epochs (train.step.phase_of)."""
-    if cfg.loss.phases == "joint":
-        return "joint"
-    return "mu" if step < cfg.loss.mu_fraction * steps else "kappa"
 
 
 @torch.no_grad()

@@ -41,6 +41,8 @@ def test_two_phases_switch_at_mu_fraction_of_the_epochs():
                               optim=OptimConfig(epochs=4))
     assert [phase_of(cfg, e) for e in range(4)] == ["mu", "mu", "kappa", "kappa"]
     assert phase_of(Config(), 0) == "joint"
+    official = dataclasses.replace(cfg, loss=LossConfig(phases="mu_then_joint", mu_fraction=0.25))
+    assert [phase_of(official, e) for e in range(4)] == ["mu", "joint", "joint", "joint"]
 
 
 @pytest.mark.parametrize("phase,mu_grad,kappa_grad", [("joint", True, True), ("mu", True, False), ("kappa", False, True)])

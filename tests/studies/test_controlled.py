@@ -118,8 +118,8 @@ def test_controlled_quick_end_to_end(tmp_path):
     assert "Spearman" in text
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
-    assert {r["method"] for r in rows} == {"mc_infonce", "mc_infonce_vmf", "implicit", "mc_infonce_two_phase", "shrinkage",
-                                          "nt_xent_norm"}
+    assert {r["method"] for r in rows} == {"mc_infonce", "mc_infonce_vmf", "implicit", "mu_then_kappa", "mu_then_joint",
+                                          "shrinkage", "nt_xent_norm"}
     for r in rows:
         assert {"method", "seed", "spearman_kappa_true", "mu_recovery"} <= set(r)
         assert -1 <= r["spearman_kappa_true"] <= 1
