@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from probclr.config import Config, from_dict, load_config, merge, parse_overrides
-from probclr.errors import ProbclrError
+from probclr.errors import ConfigError, ProbclrError
 from probclr.eval.evaluate import evaluate_run
 from probclr.eval.features import load_encoder as _checkpoint_encoder
 from probclr.eval.results import rows_frame
@@ -57,11 +56,11 @@ def _config(config: Config | dict | str | Path | None, overrides: Sequence[str])
         return _with_overrides(config, overrides)
     if isinstance(config, dict):
         return _with_overrides(from_dict(config), overrides)
-    return load_config(config, list(overrides))
+    return load_config(config, [str(o) for o in _items(overrides, "overrides") or ()])
 
 
 def _with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
-    return merge(cfg, parse_overrides(list(overrides))) if overrides else cfg
+    return merge(cfg, parse_overrides([str(o) for o in _items(overrides, "overrides") or ()])) if overrides else cfg
 
 
 def pretrain(
@@ -85,12 +84,26 @@ def evaluate(
     """Frozen-encoder evaluation at label ``fractions`` (default: the run's ``eval.fractions``); one row per
     probe, fraction and label subset, scored on ``split`` (``"val"`` for every choice, ``"test"`` to report)."""
     path = _run_path(run)
-    base = load_config(RunDir(path).config_path).eval
-    changes = {k: v for k, v in (("fractions", tuple(fractions) if fractions else None), ("seeds", seeds),
-                                 ("probes", tuple(probes) if probes else None)) if v is not None}
-    rows, _ = evaluate_run(path, dataclasses.replace(base, **changes), split=split,
-                           command=["probclr.evaluate (Python API)"])
+    changes = {f"eval.{k}": v for k, v in (("fractions", _items(fractions, "fractions")), ("seeds", seeds),
+                                           ("probes", _items(probes, "probes"))) if v is not None}
+    ev = merge(load_config(RunDir(path).config_path), changes).eval  # checked as a config is: a bad value names itself
+    rows, _ = evaluate_run(path, ev, split=split, command=["probclr.evaluate (Python API)"])
     return rows_frame(rows)
+
+
+def _items(value: object, what: str) -> tuple[object, ...] | None:
+    """One value or a sequence of them (list, tuple, NumPy array) as a tuple; a lone string or number is one
+    item, never split into characters. None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str | int | float):
+        return (value,)
+    if hasattr(value, "tolist"):  # NumPy arrays and tensors
+        listed = value.tolist()  # type: ignore[union-attr]
+        return tuple(listed) if isinstance(listed, list) else (listed,)
+    if isinstance(value, Sequence):
+        return tuple(value)
+    raise ConfigError(f"{what} must be a value or a list of values, got {type(value).__name__}")
 
 
 def load_encoder(run_or_file: Run | str | Path) -> nn.Module:

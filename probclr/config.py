@@ -499,6 +499,8 @@ def validate(cfg: Config) -> None:
     _check(len(e.fractions) >= 1, "eval.fractions must not be empty")
     for f in e.fractions:
         _check(0 < f <= 1, f"eval.fractions must lie in (0, 1], got {f}")
+    _check(len(set(e.fractions)) == len(e.fractions),
+           f"eval.fractions gives a fraction twice ({', '.join(map(str, e.fractions))}); give each once")
     _check(e.seeds >= 1, f"eval.seeds must be >= 1, got {e.seeds}")
     for p in e.probes:
         _check(p in ("linear", "mlp", "knn"), f"eval.probes items must be linear, mlp or knn, got {p!r}")

@@ -92,8 +92,12 @@ def load_spec(path: str | Path) -> SweepSpec:
             raise ConfigError(f"sweep base must be a path to a YAML config, got {shown(base)}")
         base = str((p.parent / base).resolve())
     _check_spec_types(raw)
+    name = str(raw.get("name", p.stem))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) or ".." in name:
+        raise ConfigError(f"sweep name {shown(name, 60)} must be a plain folder name (letters, digits, '.', '_', '-';"
+                          " no '/' or '..'): it names a folder under runs/sweeps")
     return SweepSpec(
-        name=str(raw.get("name", p.stem)), base=base, set=dict(raw.get("set") or {}), variants=variants,
+        name=name, base=base, set=dict(raw.get("set") or {}), variants=variants,
         grid=dict(grid or {}), seeds=seeds, study=study, epochs_to_evaluate=raw.get("epochs_to_evaluate"),
         supervised=bool(raw.get("supervised", False)), method=str(raw.get("method", "simclr")), jobs=jobs,
         split=str(raw.get("split", "val")),

@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import REPO
 
 import probclr
+from probclr.errors import ConfigError
 
 
 def test_api_pretrain_evaluate_load_embed(tmp_path):
@@ -19,6 +22,12 @@ def test_api_pretrain_evaluate_load_embed(tmp_path):
     assert isinstance(table, pd.DataFrame) and list(table["probe"]) == ["linear"]
     val = probclr.evaluate(run, fractions=[0.5], seeds=1, probes=["linear"], split="val")
     assert list(val.columns) == list(table.columns)  # the validation split, same schema
+    # a lone string or number is one item (not 'k', 'n', 'n'), an array is its values; bad values name themselves
+    knn = probclr.evaluate(run, fractions=0.5, seeds=1, probes="knn", split="val")
+    assert list(knn["probe"]) == ["knn"] and list(knn["fraction"]) == [0.5]
+    assert list(probclr.evaluate(run, fractions=np.array([0.5]), seeds=1, probes=("knn",), split="val")["probe"]) == ["knn"]
+    with pytest.raises(ConfigError, match="eval.probes items must be"):
+        probclr.evaluate(run, fractions=0.5, seeds=1, probes="kNN", split="val")
     enc = probclr.load_encoder(run)
     x = torch.rand(4, 3, 16, 16)
     h = probclr.embed(enc, x)

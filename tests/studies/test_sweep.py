@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
+from probclr.config import load_config
 from probclr.errors import ConfigError, ProbclrError
 from studies.sweep import expand, load_spec, run_sweep
 
@@ -145,3 +146,21 @@ def test_sweep_report_label_fraction_layout(tmp_path):
     csv, md, fig = sweep_report(out)
     assert "supervised" in csv.read_text() and "Points finished: 2 of 2" in md.read_text()
     assert fig.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs/path", "a/b", "..", "with space"])
+def test_a_sweep_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name):
+    spec = tmp_path / "named.yaml"
+    spec.write_text(yaml.safe_dump({"name": name, "set": TINY, "grid": {"augment.strength": [0.5]}}))
+    with pytest.raises(ConfigError, match="plain folder name"):
+        load_spec(spec)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_fraction_given_twice_is_refused(tmp_path):
+    from clihelp import bad
+
+    bad(["supervised", "--fraction", "0.1", "--fraction", "0.1", "--out", str(tmp_path / "s")], "gives a fraction twice")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="eval.fractions gives a fraction twice"):
+        load_config(None, ["eval.fractions=[0.5, 0.1, 0.5]"])
