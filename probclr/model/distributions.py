@@ -5,7 +5,7 @@ can be used in Pyro models. batch_shape = loc.shape[:-1], event_shape = (d,).
 
 von Mises-Fisher (Mardia & Jupp 2000): p(x) = C_d(kappa) exp(kappa mu^T x),
     log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa)
-with the stable log-Bessel of :mod:`probclr.bessel`. Sampling: Wood (1994)'s rejection sampler; ``rsample`` adds the
+with the stable log-Bessel of :mod:`probclr.model.bessel`. Sampling: Wood (1994)'s rejection sampler; ``rsample`` adds the
 implicit reparameterisation gradient of Figurnov, Mohamed & Mnih (2018) to w = mu^T x:
 dw/dkappa = -(dF/dkappa) / p(w) with F the CDF of w, computed by quadrature (:func:`vmf_dw_dkappa`).
 Power Spherical (De Cao & Aziz 2020): p(x) = N_d(kappa) (1 + mu^T x)^kappa, with

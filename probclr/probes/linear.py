@@ -1,5 +1,5 @@
 """Probes on frozen features: multinomial logistic regression (L-BFGS, run to convergence) and a small MLP
-(kNN: probclr.knn)."""
+(kNN: probclr.probes.knn)."""
 
 from __future__ import annotations
 

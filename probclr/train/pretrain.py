@@ -2,7 +2,7 @@
 
 Device-side data path: the shuffle (``randperm``) and the augmentation run on the training device in whole
 batches; the uint8 images live on the device, in host memory or memory-mapped on disk (``data.residency``,
-probclr.residency); no DataLoader worker sits in the hot loop.
+probclr.data.residency); no DataLoader worker sits in the hot loop.
 """
 
 from __future__ import annotations
