@@ -301,9 +301,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{str(unknown[0])[:60]}; valid keys here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"unknown config key {where}{str(unknown[0])[:60]}{_near(unknown[0], names)}; valid keys"
+                          f" here: {', '.join(sorted(names))}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -313,6 +312,13 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(key, value, tp)
     return cls(**kwargs)
+
+
+def _near(key: object, names: Any) -> str:
+    """' (did you mean batch_size?)' for a key that differs from a real one only by case or '-' / '_'."""
+    norm = str(key).casefold().replace("-", "_")
+    same = [n for n in names if n.casefold() == norm]
+    return f" (did you mean {same[0]}?)" if same else ""
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -337,7 +343,7 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
         raise ConfigError(f"unknown config section {section!r} in {dotted!r}; valid: {', '.join(tree)}")
     if key not in tree[section]:
         valid = ", ".join(tree[section])
-        raise ConfigError(f"unknown config key {dotted}; valid keys in {section}: {valid}")
+        raise ConfigError(f"unknown config key {dotted}{_near(key, tree[section])}; valid keys in {section}: {valid}")
     tree[section][key] = value
 
 

@@ -168,3 +168,14 @@ def test_a_yaml_boolean_where_a_name_belongs_says_to_quote_it(tmp_path):
     p.write_text("data:\n  dataset: no\n")
     with pytest.raises(ConfigError, match="data.dataset must be one of .* got False .*quote it"):
         load_config(p)
+
+
+@pytest.mark.parametrize(("text", "near"), [("optim:\n  batch-size: 8\n", "did you mean batch_size?"),
+                                            ("optim:\n  LR: 0.1\n", "did you mean lr?")])
+def test_a_key_that_differs_by_case_or_dash_names_the_real_one(tmp_path, text, near):
+    p = tmp_path / "k.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=near):
+        load_config(p)
+    with pytest.raises(ConfigError, match=near):
+        load_config(None, [text.split()[1].rstrip(":").join(["optim.", "=1"])])
