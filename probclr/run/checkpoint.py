@@ -59,6 +59,12 @@ def _malformed(state: dict[str, Any]) -> str:
     epoch = state.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         return f"'epoch' must be a non-negative integer, got {str(epoch)[:40]!r}"
+    planned = (cfg.get("optim") or {}).get("epochs") if isinstance(cfg.get("optim"), dict) else None
+    if isinstance(planned, int) and not isinstance(planned, bool) and epoch > planned:
+        return f"'epoch' {epoch} is beyond the {planned} epochs its own config plans"
+    bad = next((k for k, v in model.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        return f"weights {bad!r} hold NaN or infinite values (a diverged or damaged run)"
     return ""
 
 

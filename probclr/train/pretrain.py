@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from probclr.config import Config
+from probclr.config import Config, merge
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
 from probclr.data.residency import AHEAD, BatchSource, batches, make_source
@@ -181,12 +181,22 @@ def pretrain(
     command: list[str] | None = None,
 ) -> PretrainResult:
     """Train SimCLR with ``cfg`` into the run directory ``out``; checkpoint every epoch. The run directory is
-    locked for the whole run (one writer; with several processes, rank 0 holds it)."""
+    locked for the whole run (one writer; with several processes, rank 0 holds it). A relative
+    ``data.data_dir`` is recorded absolute, so that every later reader of the run finds the same images."""
+    cfg = _absolute_data_dir(cfg)
     with owned_process_group():
         if int(os.environ.get("RANK", "0")) != 0:
             return _pretrain(cfg, out, resume, on_progress, command)
         with RunLock(Path(out)):
             return _pretrain(cfg, out, resume, on_progress, command)
+
+
+def _absolute_data_dir(cfg: Config) -> Config:
+    d = cfg.data.data_dir
+    if not d:
+        return cfg
+    full = str(Path(d).expanduser().resolve())
+    return cfg if full == d else merge(cfg, {"data.data_dir": full})
 
 
 class Data(NamedTuple):

@@ -242,3 +242,23 @@ def test_absurd_image_sizes_are_refused_before_decoding(tmp_path):
     Image.new("RGB", (1, 10000)).save(strip / "s.png")
     with pytest.raises(DataError, match="aspect ratio"):
         load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "strip"), image_size=32))
+
+
+def test_a_relative_data_dir_is_recorded_absolute(tmp_path, monkeypatch):
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from probclr.config import load_config
+    from probclr.train.pretrain import pretrain
+
+    for k in range(2):
+        (tmp_path / "imgs" / f"c{k}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((32, 32, 3), 40 * i + k, dtype=np.uint8)).save(tmp_path / "imgs" / f"c{k}" / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.dataset=imagefolder", "data.data_dir=imgs", "optim.epochs=0", "optim.batch_size=4",
+                             f"data.cache_dir={tmp_path / 'cache'}"])
+    pretrain(cfg, tmp_path / "run")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["data_dir"] == str(tmp_path / "imgs")  # another folder's evaluate reads the same images

@@ -63,8 +63,9 @@ def two_runs(tmp_path_factory):
     """Two tiny digits runs whose models differ (widths and projection size)."""
     root = tmp_path_factory.mktemp("two")
     a, b = root / "a", root / "b"
-    for out, extra in ((a, []), (b, ["--set", "model.convnet_widths=[8, 32]", "--set", "model.proj_dim=8"])):
-        res = runner.invoke(app, ["pretrain", "--epochs", "0", "--out", str(out), *TINY, *extra])
+    other = ["--set", "model.convnet_widths=[8, 32]", "--set", "optim.warmup_epochs=0", "--set", "model.proj_dim=8"]
+    for out, flags in ((a, TINY), (b, other)):
+        res = runner.invoke(app, ["pretrain", "--epochs", "0", "--out", str(out), *flags])
         assert res.exit_code == 0, res.output
     return a, b
 
@@ -105,3 +106,24 @@ def test_checkpoint_whose_weights_do_not_match_its_config_is_refused(tmp_path, t
     msg = str(err.value)
     assert "\n" not in msg and "does not hold the model its config describes" in msg
     assert "unexpected extra.weight" in msg and "shape of" in msg and "(model: " in msg
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ("nan", "hold NaN or infinite values"), ("epoch", "beyond the"),
+])
+@pytest.mark.parametrize("command", [["evaluate", "--fraction", "0.5", "--seeds", "1", "--probe", "knn"], ["embed"]])
+def test_a_checkpoint_with_nan_weights_or_an_impossible_epoch_is_refused(tmp_path, two_runs, change, match, command):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    if change == "nan":
+        key = next(k for k, v in state["model"].items() if v.is_floating_point() and k.endswith("weight"))
+        state["model"][key] = torch.full_like(state["model"][key], float("nan"))
+    else:
+        state["epoch"] = 10**6
+    torch.save(state, run / "checkpoints" / "last.pt")
+    res = runner.invoke(app, [command[0], "--run", str(run), *command[1:]])
+    assert res.exit_code == 2 and match in res.output and "Traceback" not in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
