@@ -153,6 +153,8 @@ def analyze_run(
     start = time.perf_counter()
     if split not in ("test", "val"):
         raise ProbclrError(f"unknown split {split!r}; valid: test, val")
+    if seeds is not None and seeds < 1:
+        raise ProbclrError(f"--seeds must be >= 1 (label subsets per fraction), got {seeds}")
     if split == "val" and cifar10h is not None:
         raise ProbclrError("CIFAR-10H labels the test images: --cifar10h goes with --split test")
     run = RunDir(run_dir)

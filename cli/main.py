@@ -103,7 +103,7 @@ def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
 
 
 FractionOpt = Annotated[list[float] | None, typer.Option("--fraction", "-f", help="label fraction in (0, 1]; repeat")]
-SeedsOpt = Annotated[int | None, typer.Option(min=1, help="label subsets per fraction (mean ± std)")]
+SeedsOpt = Annotated[int | None, typer.Option(help="label subsets per fraction (mean ± std)")]
 SplitOpt = Annotated[str, typer.Option(help="score on test (reported numbers) or val (every choice)")]
 # data settings that evaluation may change: which labeled images form the validation split, where the data is
 EVALUATE_DATA_KEYS = ("data.val_size", "data.val_seed", "data.data_dir", "data.cache_dir")

@@ -395,11 +395,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def parse_overrides(texts: list[str]) -> dict[str, Any]:
-    """Several ``--set`` overrides; one key given twice is an error (which one wins would be a silent guess)."""
+    """Several ``--set`` overrides; one key given two different values is an error (which one wins would be a
+    silent guess)."""
     updates: dict[str, Any] = {}
     for text in texts:
         key, value = parse_override(text)
-        if key in updates:
+        if key in updates and updates[key] != value:  # the same value twice is no ambiguity
             raise ConfigError(f"--set {key} is given twice ({shown(updates[key], 40)} and {shown(value, 40)}); give it once")
         updates[key] = value
     return updates

@@ -156,8 +156,8 @@ def test_bench_reports_all_four_rates(tmp_path):
         res["images_per_s"]["full_step"] / res["images_per_s"]["peer_dataloader"])
 
 
-@pytest.mark.parametrize("command", ["analyze", "evaluate"])
 @pytest.mark.parametrize("seeds", ["-2", "0"])
-def test_a_seed_count_below_one_is_refused_at_the_door(tmp_path, command, seeds):
-    bad([command, "--run", str(tmp_path / "run"), "--seeds", seeds], "--seeds")
-    assert not (tmp_path / "run").exists()
+def test_a_seed_count_below_one_is_refused_at_the_door(tmp_path, seeds):
+    bad(["analyze", "--run", str(tmp_path / "run"), "--seeds", seeds], "--seeds must be >= 1")
+    bad(["supervised", "--seeds", seeds, "--out", str(tmp_path / "sup")], "eval.seeds must be >= 1")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sup").exists()

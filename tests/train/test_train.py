@@ -127,7 +127,7 @@ def test_too_many_nonfinite_steps_stop_with_the_count(tmp_path, monkeypatch):
 
 
 def test_batch_larger_than_dataset(tmp_path):
-    cfg = load_config(None, [*TINY, "optim.batch_size=5000"])
+    cfg = load_config(None, [*(o for o in TINY if not o.startswith("optim.batch_size=")), "optim.batch_size=5000"])
     with pytest.raises(ProbclrError, match="exceeds"):
         pretrain(cfg, tmp_path / "r")
 
