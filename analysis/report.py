@@ -7,11 +7,13 @@ import base64
 import datetime
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis.controlled_report import controlled_tables, is_controlled_study
 from analysis.plots import accuracy_vs_fraction, monitor_curves
 from analysis.render import series_pm
 from analysis.seed_summary import across_seeds, kappa_verdicts, run_measures
@@ -217,11 +219,29 @@ def seed_section(runs: list[RunInfo]) -> tuple[list[str], list[str]]:
     return h, md
 
 
+def controlled_section(study: Path, out: Path) -> tuple[list[str], list[str]]:
+    """A ``probclr controlled`` directory: its tables and its figure (named relative to ``out``)."""
+    per, paired, what = controlled_tables(study)
+    name = os.path.relpath(study, out)
+    h = [f"<h2>Controlled study <code>{html.escape(name)}</code></h2><p class='note'>{html.escape(what)}.</p>"]
+    md = [f"## Controlled study `{name}`", "", what + ".", ""]
+    for t in (per, paired):
+        if not t.empty:
+            h.append(_html_table(t))
+            md += [_md_table(t), ""]
+    fig = study / "kappa_vs_true.png"
+    if fig.is_file():
+        h.append(f"<figure>{_img(fig)}<figcaption>Estimated certainty against the true κ* (lowest seed)."
+                 "</figcaption></figure>")
+    return h, md
+
+
 def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "probclr report") -> tuple[Path, Path]:
     """Write ``out/report.html`` and ``out/summary.md``; returns their paths."""
     if not run_dirs:
         raise ProbclrError("report needs at least one run directory")
-    runs = [RunInfo(Path(r)) for r in run_dirs]
+    studies = [Path(r) for r in run_dirs if is_controlled_study(Path(r))]  # `probclr controlled` directories
+    runs = [RunInfo(Path(r)) for r in run_dirs if not is_controlled_study(Path(r))]
     for run, name in zip(runs, unique_names([r.root for r in runs]), strict=True):
         run.name = name  # two runs are never merged because their folders share a name
     out.mkdir(parents=True, exist_ok=True)
@@ -308,6 +328,10 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
         h.append(f"<p class='note'>git {html.escape(str(sha))}; checkpoint sha256 "
                  f"{html.escape(str(run.meta.get('checkpoint_sha256') or run.analysis_meta.get('checkpoint_sha256')))};"
                  f" config: <code>{html.escape(json.dumps(cfg, sort_keys=True)[:1500])}</code></p>")
+    for study in studies:
+        sh, smd = controlled_section(study, out)
+        h += sh
+        md += smd
     h.append("</body></html>")
     html_path, md_path = out / "report.html", out / "summary.md"
     atomic_write_text(html_path, "\n".join(h))

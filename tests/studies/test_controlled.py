@@ -133,6 +133,11 @@ def test_controlled_quick_end_to_end(tmp_path):
     ok(["controlled", "--quick", "--seeds", "1", "--out", str(out)])  # resumed: nothing retrained
     assert (out / "rows.jsonl").read_text().count("\n") == lines
     bad(["controlled", "--out", str(out), "--seeds", "1"], "other settings")  # full budget into a quick dir
+    ok(["report", str(out), "--out", str(tmp_path / "rep")])  # the report renders the study
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Controlled study `../ctl`" in summary and "| mc_infonce | 1 |" in summary
+    assert "mc_infonce − method: spearman_kappa_true" in summary
+    assert "data:image/png;base64" in (tmp_path / "rep" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(("args", "match"), [
