@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from analysis.render import plt, save_figure
 from analysis.seed_summary import t_interval
@@ -69,7 +70,7 @@ def summary_table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
 
 def kappa_figure(points: Path, rows: list[dict[str, Any]], path: Path) -> Path:
     """Estimated certainty against true κ* (log-log) on held-out observations, one panel per method, the
-    lowest seed of each."""
+    lowest seed of each; the dashed diagonal is where a calibrated κ would lie."""
     names = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.0 * max(len(names), 1), 3.0), squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
@@ -79,6 +80,10 @@ def kappa_figure(points: Path, rows: list[dict[str, Any]], path: Path) -> Path:
         ax.scatter(k_true, k_hat, s=2, alpha=0.3)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        if name != "nt_xent_norm":  # a calibrated kappa would lie on the diagonal
+            lo, hi = float(k_true.min()), float(k_true.max())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         rho = next(r["spearman_kappa_true"] for r in rows if r["method"] == name and r["seed"] == seed)
         ax.set_title(f"{name}\nρ = {rho:+.2f} (seed {seed})", fontsize=8)
         ax.set_xlabel("true κ*")
