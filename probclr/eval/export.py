@@ -62,11 +62,26 @@ def torchvision_payload(encoder: Encoder, arch: str, stem: str, run: RunDir) -> 
             "arch": arch, "stem": STEM_CHANGES[stem], "stem_name": stem, "provenance": json.dumps(run_provenance(run))}
 
 
+def check_export_target(out: Path, run_root: Path) -> None:
+    """Refuse an ``--out`` that export would wrongly replace: a symlink, anything but a regular file (a FIFO, a
+    device, a folder), or a file of the run directory itself (its checkpoint, its config)."""
+    if out.is_symlink():
+        raise ProbclrError(f"--out {str(out)!r} is a symbolic link; export writes a new regular file, give its path")
+    if out.exists() and not out.is_file():
+        raise ProbclrError(f"--out {str(out)!r} exists and is not a regular file (a folder, FIFO or device); "
+                           "give a file path")
+    root = run_root.resolve()
+    if out.resolve() == root or root in out.resolve().parents:
+        raise ProbclrError(f"--out {str(out)!r} lies inside the run directory {str(run_root)!r}, whose files it "
+                           "could replace; export to a path outside the run")
+
+
 def export_encoder(run_dir: Path, fmt: str, out: Path, checkpoint: Path | None = None) -> Path:
     """Write the run's encoder to ``out`` in format ``fmt`` (one of FORMATS), atomically."""
     if fmt not in FORMATS:
         raise ProbclrError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run = RunDir(run_dir)
+    check_export_target(Path(out), run.root)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
     model_cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt)).model
     arch, stem = model_cfg.backbone, "cifar" if model_cfg.stem == "auto" else model_cfg.stem

@@ -1,5 +1,7 @@
 """probclr export: the encoder loads into plain torchvision (strict) or TorchScript and gives the same features."""
 
+import os
+
 import torch
 import torchvision
 from clihelp import bad, ok
@@ -53,3 +55,13 @@ def test_convnet_exports_as_torchscript_only(tmp_path, cifar_slice):
     assert len(lines) == 1 and not (tmp_path / "no.pt").exists()
     bad(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "x")], "--format must be one of")
     bad(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], "does not exist")
+    # never onto the run's own files, a symlink, a FIFO or a folder: each untouched
+    ckpt, cfg = run / "checkpoints" / "last.pt", run / "config.yaml"
+    before = {p: p.read_bytes() for p in (ckpt, cfg)}
+    for target in (ckpt, cfg):
+        bad(["export", "--run", str(run), "--format", "torchscript", "--out", str(target)], "inside the run directory")
+    (tmp_path / "link").symlink_to(cfg)
+    bad(["export", "--run", str(run), "--format", "torchscript", "--out", str(tmp_path / "link")], "symbolic link")
+    os.mkfifo(tmp_path / "fifo")
+    bad(["export", "--run", str(run), "--format", "torchscript", "--out", str(tmp_path / "fifo")], "not a regular file")
+    assert all(p.read_bytes() == b for p, b in before.items()) and (tmp_path / "link").is_symlink()
