@@ -31,10 +31,14 @@ def num_classes_of(splits: Splits) -> int:
 
 
 def check_fractions_possible(labels: torch.Tensor, fractions: tuple[float, ...]) -> None:
-    """Refuse fractions that would leave a class without a single labeled image."""
+    """Refuse fractions that would leave a class without a single labeled image, and labels of fewer than two
+    classes (any classifier scores 100 % on one class: a number that says nothing)."""
     for f in fractions:
         check_fraction(f)
     counts = torch.bincount(labels[labels >= 0])
+    if int((counts > 0).sum()) < 2:
+        raise ProbclrError(f"the labeled images hold {int((counts > 0).sum())} class; classification needs at least "
+                           "2 (pretraining alone needs none)")
     if (counts == 0).any():
         raise ProbclrError(f"class {int(torch.nonzero(counts == 0)[0])} has no labeled training images")
 
