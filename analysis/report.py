@@ -219,6 +219,24 @@ def seed_section(runs: list[RunInfo]) -> tuple[list[str], list[str]]:
     return h, md
 
 
+def _dataset(run: RunInfo) -> str | None:
+    cfg = run.meta.get("run_config") or run.meta.get("config") or {}
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    return str(data.get("dataset")) if isinstance(data, dict) and data.get("dataset") else None
+
+
+def _check_one_dataset(runs: list[RunInfo]) -> None:
+    """One report compares runs of one dataset: accuracies of digits and CIFAR-10 in one table mean nothing."""
+    by: dict[str, list[str]] = {}
+    for r in runs:
+        d = _dataset(r)
+        if d is not None:
+            by.setdefault(d, []).append(r.name)
+    if len(by) > 1:
+        shown = "; ".join(f"{d}: {', '.join(names[:3])}" for d, names in by.items())
+        raise ProbclrError(f"the runs come from different datasets ({shown}); report each dataset separately")
+
+
 def controlled_section(study: Path, out: Path) -> tuple[list[str], list[str]]:
     """A ``probclr controlled`` directory: its tables and its figure (named relative to ``out``)."""
     per, paired, what = controlled_tables(study)
@@ -244,10 +262,11 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
     runs = [RunInfo(Path(r)) for r in run_dirs if not is_controlled_study(Path(r))]
     for run, name in zip(runs, unique_names([r.root for r in runs]), strict=True):
         run.name = name  # two runs are never merged because their folders share a name
+    _check_one_dataset(runs)
     out.mkdir(parents=True, exist_ok=True)
     h: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    md: list[str] = [f"# {title}", ""]
+    md: list[str] = [f"# {html.escape(title)}", ""]  # a title is text, never markup, in either file
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     h.append(f"<p class='note'>Generated {stamp} by <code>{html.escape(command)}</code>. Every number below is on"
              " the held-out test set; temperatures and hyper-parameters were fitted on held-out labeled data only."

@@ -303,6 +303,22 @@ def test_report_keeps_runs_with_the_same_folder_name_apart(analysed, tmp_path):
         "is given twice")
 
 
+def test_report_refuses_runs_of_different_datasets_and_escapes_a_title(analysed, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(analysed, other)
+    for f in other.rglob("results.json"):
+        meta = json.loads(f.read_text())
+        if isinstance(meta.get("run_config"), dict):
+            meta["run_config"]["data"]["dataset"] = "cifar10"
+            f.write_text(json.dumps(meta))
+    bad(["report", str(analysed), str(other), "--out", str(tmp_path / "r")], "different datasets")
+    assert not (tmp_path / "r").exists()
+    ok(["report", str(analysed), "--out", str(tmp_path / "t"), "--title", "<script>x</script>"])
+    assert (tmp_path / "t" / "summary.md").read_text().startswith("# &lt;script&gt;x&lt;/script&gt;")
+
+
 def test_markdown_tables_escape_pipes_and_round_floats():
     import pandas as pd
 
