@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import re
 import time
@@ -126,6 +127,9 @@ def _check_spec_types(raw: dict[str, Any]) -> None:
             raise ConfigError(f"sweep {key} must be a string, got {shown(raw[key])}")
 
 
+MAX_POINTS = 10_000  # a sweep larger than this is a mistake on one machine (and a spec to split on a cluster)
+
+
 def expand(spec: SweepSpec) -> list[Point]:
     """Every point of the sweep with its validated config (an invalid key or value names itself here)."""
     base = load_config(spec.base)
@@ -135,6 +139,11 @@ def expand(spec: SweepSpec) -> list[Point]:
         raise ConfigError(f"sweep 'set': {err}") from err
     variants = list(spec.variants.items()) or [("", {})]
     keys = list(spec.grid)
+    count = len(variants) * len(spec.seeds) * math.prod(len(v) for v in spec.grid.values())
+    if count > MAX_POINTS:  # counted before anything is built: a huge grid is refused, never expanded
+        sizes = " x ".join(str(len(v)) for v in spec.grid.values()) or "1"
+        raise ConfigError(f"the sweep has {count:,} points ({len(variants)} variant(s) x grid {sizes} x "
+                          f"{len(spec.seeds)} seed(s)); at most {MAX_POINTS:,} — split it into several sweeps")
     points: list[Point] = []
     for (vname, overrides), combo in itertools.product(variants, itertools.product(*spec.grid.values())):
         params = {**({"variant": vname} if vname else {}), **dict(zip(keys, combo, strict=True))}

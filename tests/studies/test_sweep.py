@@ -164,3 +164,10 @@ def test_a_fraction_given_twice_is_refused(tmp_path):
     assert not (tmp_path / "s").exists()
     with pytest.raises(ConfigError, match="eval.fractions gives a fraction twice"):
         load_config(None, ["eval.fractions=[0.5, 0.1, 0.5]"])
+
+
+def test_a_huge_grid_is_refused_before_it_is_built(tmp_path):
+    spec = load_spec(write(tmp_path, grid={"optim.lr": [0.001 * (i + 1) for i in range(1000)],
+                                           "optim.weight_decay": [1e-6 * (i + 1) for i in range(1000)]}))
+    with pytest.raises(ConfigError, match="1,000,000 points"):  # counted, never built
+        expand(spec)
