@@ -5,6 +5,7 @@ results.json; its figure of estimated against true kappa."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,9 @@ import pandas as pd
 from analysis.seed_summary import t_interval
 from probclr.io import read_json
 
-MEASURES = ("spearman_kappa_true", "mu_recovery", "procrustes_r2", "coverage_90", "coverage_error")
+MEASURES = ("spearman_kappa_true", "mu_recovery", "procrustes_r2", "coverage_90", "coverage_error",
+            "spearman_proj_norm", "spearman_feature_norm")
+PAIRED = ("spearman_kappa_true", "mu_recovery", "coverage_error")
 REFERENCE = "mc_infonce"
 
 
@@ -32,7 +35,14 @@ def _cell(values: np.ndarray) -> str:
 def controlled_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(per-method table, paired-difference table, one-line description) of the study in ``path``."""
     res = read_json(path / "results.json", "controlled-study results")
-    rows = pd.DataFrame(res.get("rows", []))
+    return controlled_frames(res.get("rows", []), res.get("study", {}), str(res.get("split", "?")))
+
+
+def controlled_frames(rows_in: list[dict[str, Any]], study: dict[str, Any], split: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The same three from the study's rows, its settings and its split (``probclr controlled`` writes its
+    table.md from them too)."""
+    rows = pd.DataFrame(rows_in)
     if rows.empty:
         return pd.DataFrame(), pd.DataFrame(), "no finished (method, seed) yet"
     methods = list(dict.fromkeys(rows["method"]))
@@ -49,10 +59,10 @@ def controlled_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
             seeds = ref.index.intersection(other.index)
             paired.append({"method": m, **{f"{REFERENCE} − method: {k}": _cell(
                 (ref.loc[seeds, k] - other.loc[seeds, k]).to_numpy(dtype=np.float64))
-                for k in ("spearman_kappa_true", "coverage_error") if k in rows}})
-    study = res.get("study", {})
+                for k in PAIRED if k in rows}})
     proc = study.get("process", {})
-    what = (f"{res.get('split', '?')} observations; κ* in [{proc.get('kappa_min')}, {proc.get('kappa_max')}] on "
-            f"S^{int(proc.get('dim_z', 1)) - 1}; {study.get('steps')} steps of {study.get('batch')} pairs; "
-            f"mean [95 % t-interval] over seeds")
+    what = (f"{split} observations; κ* in [{proc.get('kappa_min')}, {proc.get('kappa_max')}] on "
+            f"S^{int(proc.get('dim_z', 1)) - 1}, positives at κ_pos = {proc.get('kappa_pos')}; {study.get('steps')} "
+            f"steps of {study.get('batch')} pairs; seeds {', '.join(map(str, sorted(set(rows['seed']))))}; mean "
+            "[95 % t-interval] over seeds")
     return per, pd.DataFrame(paired), what

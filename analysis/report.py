@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis.controlled_report import controlled_tables, is_controlled_study
 from analysis.plots import accuracy_vs_fraction, monitor_curves
+from analysis.render import md_table as _md_table
 from analysis.render import series_pm
 from analysis.seed_summary import across_seeds, kappa_verdicts, run_measures
 from probclr.errors import ProbclrError
@@ -163,28 +164,6 @@ def _img(path: Path) -> str:
 
 def _html_table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True)
-
-
-def _md_cell(v: object) -> str:
-    """One Markdown table cell: whole floats as integers, others to 4 significant digits, NaN as a dash, a
-    literal | escaped (a score named "kappa | feature_norm" otherwise splits its row into one cell too many)."""
-    if isinstance(v, float):
-        if v != v:
-            text = "–"
-        elif v.is_integer() and abs(v) < 1e15:
-            text = str(int(v))
-        else:
-            text = f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
-    else:
-        text = str(v)
-    return text.replace("|", "\\|")
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}

@@ -353,7 +353,7 @@ def controlled(
     out: Annotated[Path, typer.Option(help="study directory (resumable: finished method/seed pairs are kept)")] =
         Path("runs/controlled"),
     seeds: Annotated[int | None, typer.Option(min=1, help="seeds 0..N-1 (default 5; 2 with --quick)")] = None,
-    quick: Annotated[bool, typer.Option(help="a small budget (about a minute on 2 CPU cores), for a first look")]
+    quick: Annotated[bool, typer.Option(help="a small budget (about 90 s on 2 CPU cores), for a first look")]
         = False,
     split: SplitOpt = "test",
     method: Annotated[list[str] | None, typer.Option(help="only these methods (repeat the flag; default: all)")]

@@ -41,8 +41,6 @@ METHODS: tuple[Method, ...] = (
     Method("nt_xent_norm", {"loss.name": "nt_xent"}, None,
            "NT-Xent; certainty = the norm of the unnormalised projection"),
 )
-# trained with the Monte-Carlo likelihood
-PROBABILISTIC = ("mc_infonce", "mc_infonce_vmf", "implicit", "mu_then_kappa", "mu_then_joint")
 
 
 def method(name: str) -> Method:

@@ -9,7 +9,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -199,9 +199,3 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], spec: dict[str, Any], 
     figure = kappa_figure(out / "points", rows, out / "kappa_vs_true.png")
     return ControlledResult(rows, results, table, figure)
 
-
-def with_budget(study: StudyConfig, **changes: Any) -> StudyConfig:
-    """``study`` with some fields changed (process fields by name too: ``kappa_min=16``)."""
-    proc = {k: v for k, v in changes.items() if k in ProcessConfig.__dataclass_fields__}
-    rest = {k: v for k, v in changes.items() if k not in proc}
-    return replace(study, process=replace(study.process, **proc), **rest)

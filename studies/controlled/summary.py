@@ -9,63 +9,20 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from analysis.render import plt, save_figure
-from analysis.seed_summary import t_interval
-
-MEASURES = (
-    ("spearman_kappa_true", "Spearman(certainty, κ*)"),
-    ("mu_recovery", "μ: Spearman of pairwise cosines"),
-    ("procrustes_r2", "μ: R² after rotation"),
-    ("coverage_90", "coverage of the 90 % cap"),
-    ("coverage_error", "mean |coverage − level|"),
-    ("spearman_proj_norm", "Spearman(‖proj‖, κ*)"),
-    ("spearman_feature_norm", "Spearman(‖h‖, κ*)"),
-)
-REFERENCE = "mc_infonce"
-PAIRED = ("spearman_kappa_true", "mu_recovery", "coverage_error")
-
-
-def _fmt(values: list[float]) -> str:
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return "—"
-    m, lo, hi = t_interval(v)
-    return f"{m:+.3f}" if v.size < 2 else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
-def _by(rows: list[dict[str, Any]], name: str, key: str) -> dict[int, float]:
-    return {r["seed"]: r[key] for r in rows if r["method"] == name and r.get(key) is not None}
+from analysis.controlled_report import controlled_frames
+from analysis.render import md_table, plt, save_figure
 
 
 def summary_table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
-    """Markdown: one line per method (mean [95 % t-interval] over seeds), then the paired differences."""
-    names = list(dict.fromkeys(r["method"] for r in rows))
-    seeds = sorted({r["seed"] for r in rows})
-    p = spec["study"]["process"]
-    lines = [
-        "# Controlled study: recovering known posteriors", "",
-        f"Process: x in [0, 1]^{p['dim_x']}, latents on S^{p['dim_z'] - 1}, true κ* in [{p['kappa_min']:g}, "
-        f"{p['kappa_max']:g}], positives at κ_pos = {p['kappa_pos']:g}; {spec['study']['steps']} steps of "
-        f"{spec['study']['batch']} pairs; {spec['split']} observations ({spec['study']['eval_points']}); "
-        f"seeds {', '.join(map(str, seeds))}. Mean [95 % t-interval] over seeds.", "",
-        "| method | " + " | ".join(label for _, label in MEASURES) + " |",
-        "|---|" + "---|" * len(MEASURES),
-    ]
-    for name in names:
-        cells = [_fmt(list(_by(rows, name, key).values())) for key, _ in MEASURES]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if REFERENCE in names:
-        lines += ["", f"Paired over seeds: {REFERENCE} − method (mean [95 % t-interval]).", "",
-                  "| method | " + " | ".join(k for k in PAIRED) + " |", "|---|" + "---|" * len(PAIRED)]
-        for name in names:
-            if name == REFERENCE:
-                continue
-            cells = []
-            for key in PAIRED:
-                ref, other = _by(rows, REFERENCE, key), _by(rows, name, key)
-                cells.append(_fmt([ref[s] - other[s] for s in sorted(set(ref) & set(other))]))
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """Markdown: one line per method (mean [95 % t-interval] over seeds), then the paired differences to
+    MC-InfoNCE -- the tables `probclr report` shows for the same study (analysis.controlled_report)."""
+    per, paired, what = controlled_frames(rows, spec["study"], spec["split"])
+    lines = ["# Controlled study: recovering known posteriors", "", what[0].upper() + what[1:] + ".", ""]
+    if not per.empty:
+        lines += [md_table(per), ""]
+    if not paired.empty:
+        lines += ["Paired over seeds, MC-InfoNCE − method:", "", md_table(paired), ""]
+    return "\n".join(lines)
 
 
 def kappa_figure(points: Path, rows: list[dict[str, Any]], path: Path) -> Path:
