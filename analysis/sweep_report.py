@@ -34,6 +34,8 @@ def sweep_frame(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
     if not records:
         raise ProbclrError(f"sweep {str(sweep_dir)!r} has no finished point yet")
     df = pd.DataFrame(records)
+    recorded = meta.get("spec", {}).get("split", "test")  # points written before rows named their split
+    df["split"] = df["split"].fillna(recorded) if "split" in df else recorded
     for col in df.columns:  # list-valued parameters (e.g. a crop scale) become hashable labels
         if df[col].map(lambda v: isinstance(v, list)).any():
             df[col] = df[col].map(str)
@@ -50,7 +52,7 @@ def _params(df: pd.DataFrame, meta: dict) -> list[str]:
 def sweep_table(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     """Accuracy and ECE (%), mean ± std pooled over pretraining seeds × label subsets (n in the table)."""
     params = _params(df, meta)
-    keys = [*params, "method", "probe", "epoch", "fraction"]
+    keys = [*params, "method", "probe", "epoch", "fraction", "split"]
     df = df.assign(epoch=df["epoch"].fillna(-1))  # supervised rows have no pretraining epoch
     g = df.groupby(keys, dropna=False)
     out = g.agg(seeds=("point_seed", "nunique"), n=("accuracy", "size")).reset_index()
@@ -65,6 +67,8 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
     sns.set_theme(style="whitegrid", context="paper")
     study = meta["spec"]["study"]
     params = _params(df, meta)
+    shown_split = "test" if (df["split"] == "test").any() else "val"
+    df = df[df["split"] == shown_split]
     d = df.assign(**{"accuracy %": 100 * df["accuracy"], "labels": [f"{100 * f:g} %" for f in df["fraction"]]})
     d["model"] = d["method"] + " / " + d["probe"]
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -94,11 +98,41 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
         ax.tick_params(axis="x", rotation=60)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
-    split = "validation" if meta["spec"].get("split", "test") == "val" else "test"
+    split = "validation" if shown_split == "val" else "test"
     ax.set_title(f"{meta['spec']['name']}: {split} accuracy (mean ± sd)")
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     return save_figure(fig, path, dpi=130)
+
+
+def best_on_validation(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """Per probe and label fraction: the point (and epoch) with the best mean validation accuracy, and its test
+    accuracy — the choice made on validation, the number reported from test. Empty unless both were scored."""
+    pre = df[df["kind"] != "supervised"].assign(epoch=df["epoch"].fillna(-1))
+    if not {"val", "test"} <= set(pre["split"]):
+        return pd.DataFrame()
+    keys = [*_params(pre, meta), "epoch"]
+    mean = pre.groupby([*keys, "probe", "fraction", "split"], dropna=False)["accuracy"].agg(["mean", "std", "size"])
+    rows = []
+    for (probe, fraction), g in mean.reset_index().groupby(["probe", "fraction"]):
+        val = g[g["split"] == "val"].sort_values("mean", ascending=False)
+        if val.empty:
+            continue
+        best = val.iloc[0]
+        test = g[(g["split"] == "test") & (g[keys] == best[keys]).all(axis=1)]
+        point = ", ".join(f"{k}={best[k]:g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys)
+        rows.append({"probe": probe, "fraction": fraction, "best on validation": point,
+                     "val accuracy %": mean_pm(best["mean"], best["std"], 100),
+                     "test accuracy %": (mean_pm(test["mean"].iloc[0], test["std"].iloc[0], 100)
+                                         if len(test) else "not scored")})
+    return pd.DataFrame(rows)
+
+
+def _md(table: pd.DataFrame) -> list[str]:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |"
+                    for r in table.itertuples(index=False)]
 
 
 def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
@@ -109,9 +143,10 @@ def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     out = sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "table.csv", table.to_csv(index=False))
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    lines = _md(table)
+    best = best_on_validation(df, meta)
+    if len(best):
+        lines += ["", "## The best point, chosen on validation, scored on test", "", *_md(best)]
     wall = df.drop_duplicates("point")["wall_s"].sum()
     header = [f"# sweep `{meta['spec']['name']}`", "",
               f"Points finished: {df['point'].nunique()} of {len(meta['points'])}; wall time of finished points:"

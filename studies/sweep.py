@@ -30,6 +30,7 @@ from probclr.run.rundir import RunDir, config_diff
 from probclr.train.pretrain import pretrain
 
 STUDIES = ("generic", "epochs")
+SPLITS = ("val", "test", "both")  # both: every point scored on validation (to choose) and test (to report)
 _SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epochs_to_evaluate", "supervised",
               "method", "jobs", "split"}
 
@@ -48,7 +49,7 @@ class SweepSpec:
     supervised: bool = False  # also train the supervised baseline on the same label subsets, per seed
     method: str = "simclr"
     jobs: int = 1  # points run at once (1 on a 2-core machine)
-    split: str = "val"  # where points are scored: val (a sweep chooses; the default) or test (final numbers)
+    split: str = "val"  # val (a sweep chooses; the default), test (final numbers) or both (choose on val, report test)
 
 
 class Point:
@@ -120,8 +121,8 @@ def _check_spec_types(raw: dict[str, Any]) -> None:
     for key in ("supervised",):
         if key in raw and not isinstance(raw[key], bool):
             raise ConfigError(f"sweep {key} must be true or false, got {shown(raw[key])}")
-    if raw.get("split", "val") not in ("val", "test"):
-        raise ConfigError(f"sweep split must be val or test, got {shown(raw.get('split'))}")
+    if raw.get("split", "val") not in SPLITS:
+        raise ConfigError(f"sweep split must be one of {', '.join(SPLITS)}, got {shown(raw.get('split'))}")
     for key in ("name", "method"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"sweep {key} must be a string, got {shown(raw[key])}")
@@ -204,9 +205,11 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
     pdir = out / "points" / point.name
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    if point.kind == "supervised":
-        res, _ = run_supervised(point.cfg, pdir, point.cfg.eval.fractions, point.cfg.eval.seeds, command, spec.split)
-        rows = [dataclasses.asdict(r) | {"epoch": None} for r in res]
+    scored = ("val", "test") if spec.split == "both" else (spec.split,)
+    if point.kind == "supervised":  # a reference, not a choice: scored on test alone when a sweep scores both
+        split = "test" if spec.split == "both" else spec.split
+        res, _ = run_supervised(point.cfg, pdir, point.cfg.eval.fractions, point.cfg.eval.seeds, command, split)
+        rows = [dataclasses.asdict(r) | {"epoch": None, "split": split} for r in res]
     else:
         cfg = point.cfg
         if spec.study == "epochs":
@@ -219,9 +222,10 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
             wanted = spec.epochs_to_evaluate or list(range(cfg.optim.epochs + 1))
             ckpts = [run.epoch_checkpoint(e) for e in wanted if run.epoch_checkpoint(e).is_file()]
         for ckpt in ckpts:
-            res, _ = evaluate_run(pdir, cfg.eval, ckpt, None, spec.method, command, split=spec.split)
             epoch = int(ckpt.stem.split("_")[-1]) if ckpt.stem.startswith("epoch_") else cfg.optim.epochs
-            rows += [dataclasses.asdict(r) | {"epoch": epoch} for r in res]
+            for split in scored:
+                res, _ = evaluate_run(pdir, cfg.eval, ckpt, None, spec.method, command, split=split)
+                rows += [dataclasses.asdict(r) | {"epoch": epoch, "split": split} for r in res]
     record = {"point": point.name, "kind": point.kind, "params": point.params, "seed": point.seed,
               "wall_s": time.perf_counter() - t0, "rows": rows}
     atomic_write_json(pdir / "done.json", record)

@@ -43,6 +43,7 @@ def test_grid_and_variants_expand_to_named_points(tmp_path):
     ({"seeds": []}, "seeds"),
     ({"colour": 1}, "unknown sweep key 'colour'"),
     ({"variants": {"v": {"augment.nope": 1}}}, "variant 'v'"),
+    ({"split": "train"}, "sweep split must be one of val, test, both, got .train."),
 ])
 def test_bad_sweep_configs_name_the_problem(tmp_path, spec, match):
     with pytest.raises(ConfigError, match=match):
@@ -171,3 +172,45 @@ def test_a_huge_grid_is_refused_before_it_is_built(tmp_path):
                                            "optim.weight_decay": [1e-6 * (i + 1) for i in range(1000)]}))
     with pytest.raises(ConfigError, match="1,000,000 points"):  # counted, never built
         expand(spec)
+
+
+def _fake_point(out, name, kind, params, seed, rows):
+    (out / "points" / name).mkdir(parents=True)
+    (out / "points" / name / "done.json").write_text(json.dumps(
+        {"point": name, "kind": kind, "params": params, "seed": seed, "wall_s": 1.0, "rows": rows}))
+
+
+def test_the_best_point_is_chosen_on_validation_and_reported_on_test(tmp_path):
+    from analysis.sweep_report import best_on_validation, sweep_frame, sweep_report
+
+    out, points = tmp_path / "both", {}
+    # lr 0.2 wins on validation, lr 0.1 on test: the report must name lr 0.2 and give its test accuracy
+    acc = {(0.1, "val"): 0.50, (0.1, "test"): 0.70, (0.2, "val"): 0.60, (0.2, "test"): 0.55}
+    for s in (0, 1):
+        for lr in (0.1, 0.2):
+            name = f"lr={lr},seed={s}"
+            points[name] = {"kind": "pretrain", "params": {"optim.lr": lr}, "config": {}}
+            rows = [{"method": "simclr", "probe": "linear", "fraction": 0.1, "seed": 0, "n_labels": 10,
+                     "accuracy": acc[lr, split] + 0.01 * s, "nll": 1.0, "ece": 0.1, "brier": 0.5, "detail": "",
+                     "epoch": 4, "split": split} for split in ("val", "test")]
+            _fake_point(out, name, "pretrain", {"optim.lr": lr}, s, rows)
+    (out / "sweep.json").write_text(json.dumps(
+        {"spec": {"name": "both", "study": "generic", "split": "both"}, "points": points}))
+    best = best_on_validation(*sweep_frame(out))
+    assert len(best) == 1
+    row = best.iloc[0]
+    assert row["best on validation"] == "lr=0.2, epoch=4"
+    assert row["val accuracy %"] == "60.5 ± 0.7" and row["test accuracy %"] == "55.5 ± 0.7"
+    _, md, _ = sweep_report(out)
+    assert "chosen on validation, scored on test" in md.read_text()
+
+
+def test_a_sweep_scored_on_both_splits_keeps_supervised_on_test(tmp_path):
+    cfg = write(tmp_path, grid={"augment.strength": [0.5]}, supervised=True, split="both")
+    out = tmp_path / "sw"
+    recs = run_sweep(cfg, out, ["probclr", "sweep"])
+    pre = next(r for r in recs if r["kind"] == "pretrain")
+    sup = next(r for r in recs if r["kind"] == "supervised")
+    assert {row["split"] for row in pre["rows"]} == {"val", "test"}
+    assert {row["split"] for row in sup["rows"]} == {"test"}
+    assert list(out.glob("points/*/eval/last/val/results.json")) and list(out.glob("points/*/eval/last/results.json"))
