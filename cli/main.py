@@ -201,13 +201,18 @@ def embed(
 def export(
     run: Annotated[Path, typer.Option(help="run directory written by pretrain")],
     out: Annotated[Path, typer.Option(help="file to write")],
-    format_: Annotated[str, typer.Option("--format", help="torchvision (state dict) | torchscript")] = "torchvision",
+    format_: Annotated[str, typer.Option("--format", help="export (torch.export .pt2, recommended) | onnx | "
+                                         "safetensors (+ model card) | torchvision (state dict) | torchscript")]
+    = "export",
     checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint other than the run's last")] = None,
+    head: Annotated[bool, typer.Option("--head", help="export, onnx, safetensors: also the projection head "
+                                       "(mu, and kappa for a --new-loss run)")] = False,
+    image_size: Annotated[int | None, typer.Option(help="input side in pixels (default: the dataset's)")] = None,
 ) -> None:
     """Export the encoder for use without probclr (README: "Use the encoder in your own code")."""
     from probclr.eval.export import export_encoder
 
-    path = export_encoder(run, format_, out, checkpoint)
+    path = export_encoder(run, format_, out, checkpoint, head, image_size)
     typer.echo(f"exported {format_}: {path}")
 
 

@@ -1,11 +1,17 @@
-"""Export a run's encoder for use without probclr: a torchvision state dict, or a TorchScript module.
+"""Export a run's encoder for use without probclr, in one of :data:`FORMATS`.
+
+- ``export`` (the default and the recommended format for any encoder): a ``torch.export`` program (.pt2),
+  ``torch.export.load(FILE).module()`` alone loads it; dynamic batch (:mod:`probclr.eval.deployable`).
+- ``onnx``: the same program as ONNX (opset 18, dynamic batch), for any ONNX runtime.
+- ``safetensors``: the weights, with a model card beside them (:mod:`probclr.eval.model_card`).
+With ``head=True`` these three also carry the projection head: mu, and kappa for a ``--new-loss`` run.
 
 - ``torchvision``: ``torch.load(FILE, weights_only=True)`` gives a dict with ``state_dict`` (loads with
   ``strict=True`` into ``torchvision.models.<arch>()`` after the stem changes named in ``stem``), ``mean`` and
   ``std`` (per-channel input normalisation for images in [0, 1]), ``arch``, ``stem`` and the run's
   ``provenance``. The small ConvNet has no torchvision form: export it as TorchScript.
 - ``torchscript``: a scripted module taking images in [0, 1] (B, 3, H, W), normalising inside, returning h
-  (B, D); ``torch.jit.load(FILE)`` alone loads it.
+  (B, D); ``torch.jit.load(FILE)`` alone loads it. TorchScript is deprecated upstream: kept for older consumers.
 """
 
 from __future__ import annotations
@@ -19,19 +25,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from probclr.config import Config
 from probclr.errors import ProbclrError
-from probclr.eval.features import load_encoder
-from probclr.io import atomic_write_bytes
-from probclr.model.backbones import Encoder
+from probclr.eval.deployable import Deployable, exported_program_bytes, onnx_bytes
+from probclr.eval.features import load_model
+from probclr.eval.model_card import card, card_markdown, image_size_of, safetensors_bytes
+from probclr.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from probclr.model.backbones import STEM_CHANGES, Encoder
+from probclr.model.heads import SimCLRModel
 from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
-FORMATS = ("torchvision", "torchscript")
-STEM_CHANGES = {  # what to change in torchvision.models.<arch>() before load_state_dict(strict=True)
-    "cifar": "conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); maxpool = nn.Identity();"
-             " fc = nn.Identity()",
-    "small": "conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); fc = nn.Identity()",
-    "imagenet": "fc = nn.Identity()",
-}
+FORMATS = ("export", "onnx", "safetensors", "torchvision", "torchscript")
+WITH_HEAD = ("export", "onnx", "safetensors")  # the formats that can carry the projection head
 
 
 class _Scripted(nn.Module):
@@ -76,24 +81,62 @@ def check_export_target(out: Path, run_root: Path) -> None:
                            "could replace; export to a path outside the run")
 
 
-def export_encoder(run_dir: Path, fmt: str, out: Path, checkpoint: Path | None = None) -> Path:
-    """Write the run's encoder to ``out`` in format ``fmt`` (one of FORMATS), atomically."""
+def card_paths(out: Path) -> tuple[Path, Path]:
+    """Where the model card of a safetensors export goes: ``<out>.model_card.json`` and ``.md`` beside it."""
+    return out.with_name(out.name + ".model_card.json"), out.with_name(out.name + ".model_card.md")
+
+
+def export_encoder(run_dir: Path, fmt: str, out: Path, checkpoint: Path | None = None, head: bool = False,
+                   image_size: int | None = None) -> Path:
+    """Write the run's encoder (and with ``head`` its projection head) to ``out`` in format ``fmt``, atomically."""
     if fmt not in FORMATS:
         raise ProbclrError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    run = RunDir(run_dir)
-    check_export_target(Path(out), run.root)
+    if head and fmt not in WITH_HEAD:
+        raise ProbclrError(f"--head needs --format {' | '.join(WITH_HEAD)}; {fmt} carries the encoder only")
+    run, out = RunDir(run_dir), Path(out)
+    check_export_target(out, run.root)
+    if fmt == "safetensors":
+        for extra in card_paths(out):
+            check_export_target(extra, run.root)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
-    model_cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt)).model
-    arch, stem = model_cfg.backbone, "cifar" if model_cfg.stem == "auto" else model_cfg.stem
-    encoder = load_encoder(ckpt)
+    cfg = config_from_checkpoint(load_run_checkpoint(run, ckpt))
+    model = load_model(ckpt)
+    if fmt in WITH_HEAD:
+        _write_deployable(run, ckpt, cfg, model, fmt, out, head, image_size)
+    else:
+        atomic_write_bytes(out, _legacy_bytes(run, cfg, model.encoder, fmt))  # type: ignore[arg-type]
+    return out
+
+
+def _write_deployable(run: RunDir, ckpt: Path, cfg: Config, model: SimCLRModel, fmt: str, out: Path, head: bool,
+                      image_size: int | None) -> None:
+    size = image_size_of(cfg, image_size)
+    module = Deployable(model, head)
+    outputs = module.output_names(cfg.loss.name != "nt_xent")
+    if fmt == "export":
+        atomic_write_bytes(out, exported_program_bytes(module, size))
+    elif fmt == "onnx":
+        atomic_write_bytes(out, onnx_bytes(module, size, outputs))
+    else:
+        facts = card(run, ckpt, cfg, model, size, head, run_provenance(run))
+        json_path, md_path = card_paths(out)
+        meta = {"format": "pt", "probclr_card": json.dumps(facts)}
+        atomic_write_bytes(out, safetensors_bytes(model, head, meta))
+        atomic_write_json(json_path, facts)
+        atomic_write_text(md_path, card_markdown(facts))
+
+
+def _legacy_bytes(run: RunDir, cfg: Config, encoder: Encoder, fmt: str) -> bytes:
+    """torchvision state dict or TorchScript: the encoder alone."""
+    arch, stem = cfg.model.backbone, "cifar" if cfg.model.stem == "auto" else cfg.model.stem
     buf = io.BytesIO()
     if fmt == "torchvision":
         if arch == "convnet":
-            raise ProbclrError("the small ConvNet has no torchvision model to load into; use --format torchscript")
+            raise ProbclrError("the small ConvNet has no torchvision model to load into; use --format export "
+                               "(or safetensors with its model card, or torchscript)")
         torch.save(torchvision_payload(encoder, arch, stem, run), buf)
     else:
-        with warnings.catch_warnings():  # TorchScript is deprecated upstream but is what loads without probclr
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but is what older consumers load
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(torch.jit.script(_Scripted(encoder).eval()), buf)
-    atomic_write_bytes(Path(out), buf.getvalue())
-    return Path(out)
+    return buf.getvalue()

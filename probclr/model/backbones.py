@@ -34,6 +34,12 @@ class ConvNet(nn.Module):
 
 
 STEMS = ("cifar", "small", "imagenet")
+STEM_CHANGES = {  # what to change in torchvision.models.<arch>() before load_state_dict(strict=True)
+    "cifar": "conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); maxpool = nn.Identity();"
+             " fc = nn.Identity()",
+    "small": "conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False); fc = nn.Identity()",
+    "imagenet": "fc = nn.Identity()",
+}
 
 
 def stem_for(image_size: int) -> str:

@@ -53,7 +53,7 @@ def test_convnet_exports_as_torchscript_only(tmp_path, cifar_slice):
     lines = bad(["export", "--run", str(run), "--format", "torchvision", "--out", str(tmp_path / "no.pt")],
                 "has no torchvision model")
     assert len(lines) == 1 and not (tmp_path / "no.pt").exists()
-    bad(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "x")], "--format must be one of")
+    bad(["export", "--run", str(run), "--format", "tflite", "--out", str(tmp_path / "x")], "--format must be one of")
     bad(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], "does not exist")
     # never onto the run's own files, a symlink, a FIFO or a folder: each untouched
     ckpt, cfg = run / "checkpoints" / "last.pt", run / "config.yaml"
