@@ -16,7 +16,7 @@ from analysis import figures
 from analysis.ambiguity import ambiguity_analysis
 from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
 from analysis.calibration import heldout_temperature, holdout_refit, reliability
-from analysis.embedding_maps import MIN_MAP_POINTS, embedding_map, umap_available
+from analysis.embedding_maps import MIN_MAP_POINTS, check_map_methods, embedding_map
 from analysis.human_labels import align, human_entropy, load_cifar10h
 from analysis.kappa_probe import heldout_kappa_temperature
 from analysis.retrieval import r_auroc, retrieval
@@ -146,11 +146,14 @@ def analyze_run(
     run_dir: str | Path, command: list[str], cifar10h: str | None = None, cifar10h_order: str | None = None,
     seeds: int | None = None, ambiguity_images: int = 10000, map_points: int = 2000,
     data_dir: str | None = None, eval_updates: dict[str, Any] | None = None, split: str = "test",
+    maps: tuple[str, ...] = ("tsne",),
 ) -> Path:
     """Everything of the uncertainty analysis for one run; returns ``RUN/analysis`` (``RUN/analysis-val`` for
     the validation split, which is what variants are chosen on). ``eval_updates`` ({"eval.key": value})
-    change the probes' settings from the run's own."""
+    change the probes' settings from the run's own. ``maps``: the 2-D maps drawn (:data:`MAP_METHODS`), each of
+    the same seeded subset of images."""
     start = time.perf_counter()
+    check_map_methods(maps)
     if split not in ("test", "val"):
         raise ProbclrError(f"unknown split {split!r}; valid: test, val")
     if seeds is not None and seeds < 1:
@@ -175,13 +178,14 @@ def analyze_run(
     with staged_dir(final) as out:  # all of the new analysis, or the old one untouched
         (out / "figures").mkdir()
         _analyze_into(out, run, ckpt, cfg, emb, human, command, cifar10h, seeds, ambiguity_images, map_points, start,
-                      split)
+                      split, maps)
     return final
 
 
 def _analyze_into(
     out: Path, run: RunDir, ckpt: Path, cfg: Config, emb: RunEmbeddings, human: Tensor | None, command: list[str],
     cifar10h: str | None, seeds: int | None, ambiguity_images: int, map_points: int, start: float, split: str,
+    maps: tuple[str, ...] = ("tsne",),
 ) -> None:
     timings: dict[str, float] = {}
 
@@ -220,19 +224,19 @@ def _analyze_into(
     gen = torch.Generator().manual_seed(0)
     sel = torch.randperm(evaluated.h.shape[0], generator=gen)[:map_points]
     shown = evaluated.take(sel)
-    maps = []
+    frames = []
     skipped: dict[str, str] = {}
     if sel.numel() < MIN_MAP_POINTS:  # too few images for a map: said in analysis.json, the rest goes on
         skipped["embedding maps"] = f"{sel.numel()} images, fewer than the {MIN_MAP_POINTS} a map needs"
-    for method in ([] if skipped else ["tsne"] + (["umap"] if umap_available() else [])):
+    for method in ([] if skipped else maps):
         xy = embedding_map(shown.h, method)
         df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
                            "class": [emb.classes[i] for i in shown.labels.tolist()]})
         if shown.kappa is not None:
             df["kappa"] = shown.kappa.numpy()
-        maps.append(df)
-    if maps:
-        _csv(pd.concat(maps, ignore_index=True), out / "embedding_map.csv")
+        frames.append(df)
+    if frames:
+        _csv(pd.concat(frames, ignore_index=True), out / "embedding_map.csv")
     timings["maps_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -8,10 +8,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probclr.errors import ProbclrError
+
 
 def umap_available() -> bool:
     """Whether the optional umap-learn package is installed."""
     return importlib.util.find_spec("umap") is not None
+
+
+MAP_METHODS = ("tsne", "umap")  # umap: the optional umap-learn (pip install 'probclr[umap]')
+
+
+def check_map_methods(methods: tuple[str, ...]) -> None:
+    """Refuse, before any work, an unknown map or UMAP without its package: one line naming the fix."""
+    for m in methods:
+        if m not in MAP_METHODS:
+            raise ProbclrError(f"--maps: unknown map {m!r}; valid: {', '.join(MAP_METHODS)} (comma-separated)")
+    if "umap" in methods and not umap_available():
+        raise ProbclrError("--maps umap needs the umap-learn package, not installed here: pip install 'probclr[umap]'")
+    if len(set(methods)) != len(methods) or not methods:
+        raise ProbclrError(f"--maps must name each map once, got {','.join(methods) or 'nothing'}")
 
 
 MIN_MAP_POINTS = 5  # fewer images make no map: t-SNE needs perplexity < N, UMAP a neighbour or more
@@ -34,9 +50,8 @@ def embedding_map(x: Tensor, method: str = "tsne", seed: int = 0) -> np.ndarray:
 
         return TSNE(n_components=2, init="pca", perplexity=map_perplexity(n), random_state=seed).fit_transform(z)
     if method == "umap":
-        if not umap_available():
-            raise ValueError("UMAP needs the umap-learn package: pip install umap-learn")
-        import umap
+        check_map_methods(("umap",))
+        import umap  # its first fit in a process compiles with numba (~30 s on 2 cores); seeded: reproducible
 
         return umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed).fit_transform(z)
     raise ValueError(f"unknown map method {method!r}; valid: tsne, umap")

@@ -260,7 +260,7 @@ def option_cases(t: Path, run: Path) -> list[Case]:
             (["evaluate", "--run", r, "--set", "data.val_size=100000"], "val_size"),
             (["supervised", "--tune", "--steps", "3", "--out", str(t / "sup1")], "--steps fixes"),
             (["supervised", "--split", "nope", "--out", str(t / "sup2")], "--split"),
-            (["export", "--run", r, "--format", "onnx", "--out", str(t / "e1")], "--format"),
+            (["export", "--run", r, "--format", "tflite", "--out", str(t / "e1")], "--format"),
             (["export", "--run", r, "--format", "torchvision", "--out", str(t / "e2")], "no torchvision model"),
             (["analyze", "--run", r, "--cifar10h", str(t / "nope.npy")], "does not exist"),
             (["pretrain", "--out", r], "already holds a run"), (["pretrain", "--out", r, "--resume", "--set", "optim.lr=9"],

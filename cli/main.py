@@ -229,6 +229,8 @@ def analyze(
     data_dir: DataDirOpt = None,
     set_: SetOpt = None,
     split: Annotated[str, typer.Option(help="test, or val (for choices: writes RUN/analysis-val)")] = "test",
+    maps: Annotated[str, typer.Option(help="2-D maps, comma-separated: tsne, umap (pip install 'probclr[umap]')")]
+    = "tsne",
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
     from analysis.analyze import analyze_run
@@ -240,7 +242,8 @@ def analyze(
         fail(f"analyze cannot change {fixed[0]} (the run's checkpoint fixes it); it takes eval.* settings")
     out = analyze_run(run, command_line(ctx), str(cifar10h) if cifar10h else None,
                       str(cifar10h_order) if cifar10h_order else None, seeds, ambiguity_images, map_points,
-                      str(data_dir) if data_dir else None, updates, split)
+                      str(data_dir) if data_dir else None, updates, split,
+                      tuple(m.strip() for m in maps.split(",") if m.strip()))
     typer.echo(f"analysis: {out} (tables *.csv, figures/, analysis.json)")
 
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from clihelp import bad, ok
@@ -22,7 +23,7 @@ def analysed(tmp_path_factory):
     bad(["analyze", "--run", str(run), *FAST], "probclr embed --run")  # no embeddings yet: says which command
     ok(["embed", "--run", str(run)])
     ok(["evaluate", "--run", str(run), "--seeds", "1", "--probe", "linear"])
-    ok(["analyze", "--run", str(run), *FAST])
+    ok(["analyze", "--run", str(run), *FAST, "--maps", "tsne,umap"])
     return run
 
 
@@ -50,6 +51,10 @@ def test_analysis_tables_and_figures(analysed):
     assert ((rates >= 0) & (rates <= 1)).all()
     for fig in ("reliability", "calibration", "uncertainty", "ambiguity", "embedding_map"):
         assert (a / "figures" / f"{fig}.png").stat().st_size > 1000
+    maps = pd.read_csv(a / "embedding_map.csv")  # t-SNE and UMAP of the same images, by class and by kappa
+    tsne, umap = maps[maps["method"] == "tsne"], maps[maps["method"] == "umap"]
+    assert len(tsne) == len(umap) == 80 and list(tsne["class"]) == list(umap["class"])
+    assert list(tsne["kappa"]) == list(umap["kappa"]) and (maps["kappa"] > 0).all()
     meta = json.loads((a / "analysis.json").read_text())
     assert meta["provenance"]["command"].startswith("probclr analyze") and meta["timings"]["total_s"] > 0
 
@@ -341,3 +346,17 @@ def test_maps_of_few_points_adapt_and_too_few_are_refused():
     assert embedding_map(x, "tsne").shape == (12, 2)  # the 12-image validation split that used to fail
     with pytest.raises(ValueError, match=f"at least {MIN_MAP_POINTS}"):
         embedding_map(x[:MIN_MAP_POINTS - 1], "tsne")
+
+
+def test_umap_is_seeded_and_refused_in_one_line_without_its_package(tmp_path, monkeypatch):
+    import analysis.embedding_maps as em
+
+    x = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
+    a, b, c = em.embedding_map(x, "umap", seed=0), em.embedding_map(x, "umap", seed=0), em.embedding_map(x, "umap", 1)
+    assert a.shape == (40, 2) and (a == b).all() and not (a == c).all()
+    for maps, match in (("tsne,pca", "unknown map 'pca'"), ("tsne,tsne", "each map once")):
+        lines = bad(["analyze", "--run", str(tmp_path / "run"), "--maps", maps], match)
+        assert len(lines) == 1
+    monkeypatch.setattr(em, "umap_available", lambda: False)
+    lines = bad(["analyze", "--run", str(tmp_path / "run"), "--maps", "tsne,umap"], "pip install 'probclr[umap]'")
+    assert len(lines) == 1 and not (tmp_path / "run").exists()
