@@ -38,7 +38,7 @@ import torchvision
 from torch import Tensor
 
 from probclr.data.folders import DECODE_THREADS, check_same_size, decode_one
-from probclr.data.mapped import CHUNK, FolderEntry, FolderPlan, splits_of
+from probclr.data.mapped import CHUNK, FolderEntry, FolderPlan, consistent, splits_of
 from probclr.data.splits import Splits
 from probclr.errors import DataError
 from probclr.io import atomic_torch_save
@@ -252,7 +252,7 @@ class EncodedSplits(FolderEntry):
                 raise DataError(f"the test images are {test_chw[2]}x{test_chw[1]} but the training images are"
                                 f" {chw[2]}x{chw[1]}; set data.image_size to resize all images")
         meta = {"train_labels": plan.train_labels, "test_labels": plan.test_labels, "classes": list(plan.classes),
-                "n_pool": plan.n_pool, "has_pool": plan.has_pool, "chw": list(chw),
+                "n_pool": plan.n_pool, "has_pool": plan.has_pool, "pretrain_rows": plan.pretrain_rows, "chw": list(chw),
                 "train_names": [str(p) for p in plan.train_paths], "test_names": [str(p) for p in plan.test_paths]}
         atomic_torch_save(self.dir / "meta.pt", meta)
 
@@ -268,7 +268,7 @@ class EncodedSplits(FolderEntry):
                     if meta["test_names"] else full.part(0, 0))
         except Exception:  # noqa: BLE001 - a missing or damaged entry is rebuilt, never trusted
             return None
-        if meta["train_labels"].shape != full.shape[:1] or meta["test_labels"].shape != test.shape[:1]:
+        if not consistent(meta, full.shape[0], test.shape[0]):
             return None
         return splits_of(meta, full, test, lambda t, a, b: t.part(a, b))
 

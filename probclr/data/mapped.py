@@ -9,8 +9,9 @@ in, and the page cache gives them back under memory pressure. Limits (``data.tra
 :func:`probclr.data.sources.limit` and :func:`probclr.data.validation.hold_out_validation` do to decoded
 sets, and the training images are written label pool first, then the validation split (each in folder
 order), so that both are contiguous views. Pool, validation and test images equal the in-memory path's;
-pretraining sees the same images with the validation split last (so the same seed shuffles another order
-than an in-memory run). An entry is keyed by the folder's files (names, sizes, times), the image size, the
+pretraining reads the stored rows through ``Splits.pretrain_rows`` in the in-memory path's (canonical)
+order, so the same seed gives the same run on every residency. An entry is keyed by the folder's files
+(names, sizes, times), the image size, the
 limits and the split; it is written under a temporary name and renamed when complete, and an entry that
 does not load is rebuilt, never trusted.
 """
@@ -175,6 +176,7 @@ class FolderPlan:
         order, self.n_pool = _pool_then_val(labels, cfg) if self.has_pool else (torch.arange(rows.numel()), 0)
         self.train_paths = [tr_paths[i] for i in rows[order].tolist()]
         self.train_labels = labels[order]
+        self.pretrain_rows = torch.argsort(order)  # (N,) stored row of each image in canonical (folder) order
         te_rows = take_indices(len(te_paths), cfg.test_limit, 2)
         self.test_paths = [te_paths[i] for i in te_rows.tolist()]
         self.test_labels = torch.tensor(te_labels, dtype=torch.int64)[te_rows] if te_paths else torch.zeros(0).long()
@@ -224,7 +226,7 @@ class MappedSplits(FolderEntry):
         if plan.test_paths:
             decode_to_npy(plan.test_paths, self.cfg.image_size, self.dir / "test.npy")
         meta = {"train_labels": plan.train_labels, "test_labels": plan.test_labels, "classes": list(plan.classes),
-                "n_pool": plan.n_pool, "has_pool": plan.has_pool}
+                "n_pool": plan.n_pool, "has_pool": plan.has_pool, "pretrain_rows": plan.pretrain_rows}
         atomic_torch_save(self.dir / "meta.pt", meta)
 
     def _get(self) -> Splits | None:
@@ -234,23 +236,32 @@ class MappedSplits(FolderEntry):
             test = open_mapped(self.dir / "test.npy") if meta["test_labels"].numel() else full[:0]
         except Exception:  # noqa: BLE001 - a missing or damaged entry is rebuilt, never trusted
             return None
-        if meta["train_labels"].shape != full.shape[:1] or meta["test_labels"].shape != test.shape[:1]:
+        if not consistent(meta, full.shape[0], test.shape[0]):
             return None
         return splits_of(meta, full, test, lambda t, a, b: t[a:b])
+
+
+def consistent(meta: dict[str, Any], n_train: int, n_test: int) -> bool:
+    """Whether a folder entry's record matches its files (an entry written before ``pretrain_rows`` was
+    recorded, or a damaged one, is rebuilt)."""
+    rows = meta.get("pretrain_rows")
+    return (isinstance(rows, Tensor) and rows.shape == (n_train,) and meta["train_labels"].shape == (n_train,)
+            and meta["test_labels"].shape == (n_test,)
+            and torch.equal(torch.sort(rows).values, torch.arange(n_train)))
 
 
 def splits_of(meta: dict[str, Any], full: Any, test: Any, part: Callable[[Any, int, int], Any]) -> Splits:
     """A folder entry's splits from its training images ``full`` (label pool, then validation split) and test
     images; ``part(images, start, stop)`` gives a view of rows (memory maps and packed JPEGs alike)."""
     labels, classes, n_pool = meta["train_labels"], tuple(meta["classes"]), int(meta["n_pool"])
-    n = labels.numel()
+    n, rows = labels.numel(), meta["pretrain_rows"]
     pretrain = ImageSet(full, labels, classes)
     if not meta["has_pool"]:
         empty = ImageSet(part(full, 0, 0), labels[:0], classes)
-        return Splits(pretrain=pretrain, train=empty, test=empty, val=empty)
+        return Splits(pretrain=pretrain, train=empty, test=empty, val=empty, pretrain_rows=rows)
     return Splits(pretrain=pretrain, train=ImageSet(part(full, 0, n_pool), labels[:n_pool], classes),
                   test=ImageSet(test, meta["test_labels"], classes),
-                  val=ImageSet(part(full, n_pool, n), labels[n_pool:], classes))
+                  val=ImageSet(part(full, n_pool, n), labels[n_pool:], classes), pretrain_rows=rows)
 
 
 def streams(cfg: DataConfig, root: Path, split: bool) -> bool:

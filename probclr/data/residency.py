@@ -17,7 +17,8 @@
 With ``host``, ``stream`` and ``encoded`` the next batch is gathered, read or decoded in a background thread
 while the current step runs (:func:`batches`; on CUDA its copy is queued on the default stream).
 Augmentation stays batched on the training device in every mode. The same indices give the same uint8 batch
-in every mode, so a run is bit-identical whatever its residency (tested on the CPU).
+in every mode, and a folder's cache entry, which stores its rows in another order, is read in the in-memory
+path's order (:class:`CanonicalOrder`), so a run is bit-identical whatever its residency (tested on the CPU).
 """
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ class StreamSource:
             os.close(self.fd)
 
 
+class CanonicalOrder:
+    """A source whose store keeps its rows in another order: the step asks for canonical indices (the in-memory
+    path's order) and gets those images, read from their stored rows (``Splits.pretrain_rows``)."""
+    def __init__(self, inner: BatchSource, rows: Tensor) -> None:
+        self.inner, self.rows, self.shape = inner, rows.long(), inner.shape
+
+    def batch(self, idx: Tensor) -> Tensor:
+        if self.rows.device != idx.device:
+            self.rows = self.rows.to(idx.device)
+        return self.inner.batch(self.rows[idx])  # (B, C, H, W): canonical images idx
+
+
 class EncodedSource:
     """Images packed as their encoded files; each batch is read and decoded (on CUDA, on the GPU)."""
     def __init__(self, images: EncodedImages, device: torch.device) -> None:
@@ -157,9 +170,16 @@ def choose(images: Tensor | EncodedImages, residency: str, device: torch.device)
     return "host" if size < 0.5 * available else "stream"
 
 
-def make_source(images: Tensor | EncodedImages, residency: str, device: torch.device,
-                cache_dir: Path) -> tuple[BatchSource, str]:
-    """A batch source for uint8 ``images`` (N, C, H, W) on the host, and the residency it uses."""
+def make_source(images: Tensor | EncodedImages, residency: str, device: torch.device, cache_dir: Path,
+                rows: Tensor | None = None) -> tuple[BatchSource, str]:
+    """A batch source for uint8 ``images`` (N, C, H, W) on the host, and the residency it uses; with ``rows``
+    (the stored row of each canonical index) it serves the images in canonical order."""
+    source, mode = _source(images, residency, device, cache_dir)
+    return (source if rows is None else CanonicalOrder(source, rows)), mode
+
+
+def _source(images: Tensor | EncodedImages, residency: str, device: torch.device,
+            cache_dir: Path) -> tuple[BatchSource, str]:
     mode = choose(images, residency, device)
     if isinstance(images, EncodedImages):
         return EncodedSource(images, device), mode

@@ -25,3 +25,8 @@ class Splits(NamedTuple):
     test: ImageSet  # held-out evaluation set, never used for fitting or model selection
     # labeled images held out of the label pool for every choice (probclr.validation); None before carving
     val: ImageSet | None = None
+    # (N,) int64: the stored row of each pretraining image in canonical order (the training images in folder
+    # order after the limit), where the store keeps another order (a folder's cache entry: label pool, then
+    # validation); None = stored in canonical order. Pretraining reads through it, so every residency trains
+    # on the same sequence of images.
+    pretrain_rows: Tensor | None = None

@@ -95,21 +95,21 @@ class Encoder(nn.Module):
 
 def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and std of a uint8 (N, C, H, W) set, in [0, 1] units, computed in chunks of at most
-    2^22 values (32 MB in float64) whatever the image size; a memory-mapped set is read chunk by chunk from
+    2^22 values (32 MB in int64) whatever the image size; a memory-mapped set is read chunk by chunk from
     its file (:func:`probclr.data.mapped.chunks`), so a pass over a set larger than memory stays small."""
     rows = max(1, 2**22 // max(1, images[0].numel())) if images.shape[0] else 1
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
+    total = torch.zeros(3, dtype=torch.int64)  # integer sums are exact: the result does not depend on the
+    total_sq = torch.zeros(3, dtype=torch.int64)  # order the images are stored or read in
     count = 0
     for chunk in mapped_chunks(images, rows):
-        x = chunk.to(torch.float64).div(255)
+        x = chunk.to(torch.int64)  # (n, C, H, W) values 0..255
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         total += x.sum(dim=(0, 2, 3)).cpu()
         total_sq += (x * x).sum(dim=(0, 2, 3)).cpu()
         count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+    mean = total.double() / (255 * max(count, 1))
+    std = (total_sq.double() / (255**2 * max(count, 1)) - mean**2).clamp_min(1e-12).sqrt()
     return mean.float(), std.float().clamp_min(1e-3)
 
 

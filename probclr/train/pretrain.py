@@ -227,10 +227,11 @@ def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
     n = images.shape[0]
     if n < cfg.optim.batch_size:
         raise ProbclrError(f"optim.batch_size {cfg.optim.batch_size} exceeds the {n} pretraining images")
-    mean, std = channel_stats(images)
+    mean, std = channel_stats(images)  # exact sums: the same whatever order the images are stored in
     cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
-    sample = images[:2].to(device)
-    source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data))
+    rows = splits.pretrain_rows
+    sample = images[rows[:2] if rows is not None else torch.arange(2)].to(device)  # (2, C, H, W) canonical first two
+    source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data), rows)
     return Data(source, n, mean, std, sample, splits, residency), cfg
 
 

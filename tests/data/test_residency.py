@@ -66,3 +66,45 @@ def test_batches_fetched_ahead_are_the_batches_fetched_in_turn_and_errors_surfac
     assert next(feed)[0] == 0 and next(feed)[0] == 1  # the error waits for its own step
     with pytest.raises(DataError, match="image 3 is damaged"):
         next(feed)
+
+
+def test_every_residency_trains_the_same_model_on_an_image_folder(tmp_path, cifar_slice):
+    """A folder's cache entry stores the validation images last; pretraining must still see the in-memory
+    order, so that a machine with less memory (where auto picks stream) trains the same model."""
+    base = ["data.dataset=cifar10", f"data.data_dir={cifar_slice}", "model.convnet_widths=[8, 16]",
+            "optim.batch_size=32", "optim.epochs=2", "optim.warmup_epochs=0", "model.proj_dim=16",
+            "run.monitor_every=1", "run.monitor_bank=200", "run.monitor_queries=40", "data.train_limit=200",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    modes = ("device", "host", "stream", "encoded")
+    for mode in modes:
+        pretrain(load_config(None, [*base, f"data.residency={mode}"]), tmp_path / mode)
+    ref = torch.load(tmp_path / "device" / "checkpoints" / "last.pt", weights_only=True)
+    for mode in modes[1:]:
+        got = torch.load(tmp_path / mode / "checkpoints" / "last.pt", weights_only=True)
+        for key in ("loss", "knn_val_acc"):
+            assert [m[key] for m in got["metrics"]] == [m[key] for m in ref["metrics"]], (mode, key)
+        for k, v in ref["model"].items():
+            assert torch.equal(got["model"][k], v), (mode, k)
+        assert torch.equal(got["generator"], ref["generator"])
+
+
+def test_a_folder_entry_without_its_canonical_order_is_rebuilt(tmp_path, cifar_slice):
+    from probclr.config import DataConfig
+    from probclr.data.sources import load_splits
+
+    cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_slice), residency="stream", train_limit=100,
+                     cache_dir=str(tmp_path / "cache"))
+    first = load_splits(cfg)
+    rows = first.pretrain_rows
+    assert rows is not None and sorted(rows.tolist()) == list(range(100)) and rows.tolist() != list(range(100))
+    (meta_path,) = (tmp_path / "cache").rglob("meta.pt")
+    meta = torch.load(meta_path, weights_only=True)
+    del meta["pretrain_rows"]  # an entry written before the order was recorded
+    torch.save(meta, meta_path)
+    again = load_splits(cfg)
+    assert torch.equal(again.pretrain_rows, rows)
+    # the canonical order is the in-memory path's: the same images, image for image
+    memory = load_splits(DataConfig(dataset="cifar10", data_dir=str(cifar_slice), residency="device",
+                                    train_limit=100, cache_dir=str(tmp_path / "cache2")))
+    assert memory.pretrain_rows is None
+    assert torch.equal(again.pretrain.images[again.pretrain_rows], memory.pretrain.images)
