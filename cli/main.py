@@ -30,6 +30,12 @@ def _root() -> None:
     """probclr: SimCLR pretraining, label-fraction evaluation and uncertainty analysis."""
 
 
+LauncherOpt = Annotated[str | None, typer.Option(help="local (this machine) | submitit-local | slurm "
+                                               "(these two: the cluster extra)")]
+PartitionOpt = Annotated[str | None, typer.Option(help="slurm: partition")]
+TimeOpt = Annotated[int | None, typer.Option(help="submitit: minutes per job; a timed-out job requeues and resumes")]
+
+
 @app.command()
 @user_errors
 def pretrain(
@@ -48,6 +54,11 @@ def pretrain(
     new_loss: Annotated[bool, typer.Option(help="probabilistic head + MC-InfoNCE likelihood loss")] = False,
     nproc: Annotated[int | None, typer.Option(help="processes on this machine (DDP with global negatives, as "
                                             "torchrun --nproc-per-node); optim.batch_size is the global batch")] = None,
+    launcher: LauncherOpt = None,
+    nodes: Annotated[int | None, typer.Option(help="submitit: nodes")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="submitit: GPUs per node, one process each")] = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = None,
 ) -> None:
     """Pretrain an encoder with SimCLR (NT-Xent) and write a run directory."""
     from probclr.train.pretrain import Stopped
@@ -62,6 +73,9 @@ def pretrain(
         (lambda c: c.optim.batch_size, batch_size), (lambda c: c.run.device, device), (lambda c: c.run.seed, seed),
         (lambda c: c.loss.name, "mc_infonce" if new_loss else None),
     ])
+    if launcher not in (None, "local"):
+        _submit_pretrain(ctx, cfg, out, launcher, nodes, gpus_per_node, nproc, partition, time_min)
+        return
     if nproc is not None and nproc != 1:
         _launch(ctx, cfg, nproc)
         return
@@ -74,6 +88,24 @@ def pretrain(
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     typer.echo(f"pretrained {result.epochs} epochs ({result.steps} steps, {result.wall_s:.0f} s), "
                f"final loss {loss}; run directory: {result.run_dir}")
+
+
+def _submit_pretrain(ctx: typer.Context, cfg: Config, out: Path, kind: str, nodes: int | None, gpus: int | None,
+                     nproc: int | None, partition: str | None, time_min: int | None) -> None:
+    """``pretrain --launcher submitit-local | slurm``: one job of nodes x tasks ranks (studies/cluster.py)."""
+    from probclr.distributed import DistInfo
+    from probclr.train.pretrain import check_world
+    from studies.cluster import launcher_from, submit_pretrain
+
+    tasks = gpus if gpus else (nproc or 1)
+    chosen = launcher_from(None, kind=kind, nodes=nodes, gpus=gpus, tasks=tasks, partition=partition, time_min=time_min)
+    check_world(cfg, DistInfo(0, chosen.nodes * chosen.tasks, 0))
+    job = submit_pretrain(cfg, out, command_line(ctx), chosen)
+    typer.echo(f"submitted {kind} job {job.job_id}: {chosen.nodes} node(s) x {chosen.tasks} process(es) -> {out}",
+               err=True)
+    if kind == "submitit-local":
+        job.results()  # one result per rank; a failed rank raises with its log's path
+        typer.echo(f"pretrained; run directory: {out}")
 
 
 def _launch(ctx: typer.Context, cfg: Config, nproc: int) -> None:
@@ -229,7 +261,7 @@ def analyze(
     data_dir: DataDirOpt = None,
     set_: SetOpt = None,
     split: Annotated[str, typer.Option(help="test, or val (for choices: writes RUN/analysis-val)")] = "test",
-    maps: Annotated[str, typer.Option(help="2-D maps, comma-separated: tsne, umap (pip install 'probclr[umap]')")]
+    maps: Annotated[str, typer.Option(help="2-D maps, comma-separated: tsne, umap (umap: the umap extra)")]
     = "tsne",
 ) -> None:
     """Calibration across label fractions, uncertainty quality, certainty vs ambiguity, embedding maps."""
@@ -300,17 +332,30 @@ def sweep(
     config: Annotated[Path | None, typer.Option(help="sweep YAML (see configs/sweeps/)")] = None,
     out: Annotated[Path | None, typer.Option(help="sweep directory (default runs/sweeps/NAME)")] = None,
     jobs: Annotated[int | None, typer.Option(min=1, help="points at once (default: the sweep's, 1 on 2 cores)")] = None,
+    launcher: LauncherOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = None,
+    gpus_per_point: Annotated[int | None, typer.Option(help="slurm: GPUs per point")] = None,
+    cpus_per_point: Annotated[int | None, typer.Option(help="slurm: CPUs per point")] = None,
+    parallel: Annotated[int | None, typer.Option(help="slurm: points running at once (array %N)")] = None,
+    wait: Annotated[bool | None, typer.Option(help="wait for submitted points (default: yes for submitit-local, "
+                                              "no for slurm)")] = None,
 ) -> None:
     """Run every unfinished point of a sweep (resumable: finished points are never retrained)."""
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
         fail("sweep needs --config SWEEP.yaml (see configs/sweeps/), or the subcommand `report SWEEP_DIR`")
+    from studies.cluster import launcher_from
     from studies.sweep import load_spec, run_sweep
 
-    assert config is not None
-    target = out or Path("runs") / "sweeps" / load_spec(config).name
-    records = run_sweep(config, target, command_line(ctx), jobs, log=lambda s: typer.echo(s, err=True))
+    spec = load_spec(config)
+    chosen = launcher_from(spec.launcher, kind=launcher, partition=partition, time_min=time_min, gpus=gpus_per_point,
+                           cpus=cpus_per_point, parallel=parallel)
+    target = out or Path("runs") / "sweeps" / spec.name
+    waiting = wait if wait is not None else chosen.kind != "slurm"
+    records = run_sweep(config, target, command_line(ctx), jobs, log=lambda s: typer.echo(s, err=True),
+                        launcher=chosen, wait=waiting)
     typer.echo(f"sweep: {len(records)} points finished in {target}; summarise with `probclr sweep report {target}`")
 
 

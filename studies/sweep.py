@@ -28,11 +28,12 @@ from probclr.eval.supervised import run_supervised
 from probclr.io import DamagedFileError, atomic_write_json, read_json
 from probclr.run.rundir import RunDir, config_diff
 from probclr.train.pretrain import pretrain
+from studies.cluster import Launcher, launcher_from, submit_points
 
 STUDIES = ("generic", "epochs")
 SPLITS = ("val", "test", "both")  # both: every point scored on validation (to choose) and test (to report)
 _SPEC_KEYS = {"name", "base", "set", "variants", "grid", "seeds", "study", "epochs_to_evaluate", "supervised",
-              "method", "jobs", "split"}
+              "method", "jobs", "split", "launcher"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,7 @@ class SweepSpec:
     method: str = "simclr"
     jobs: int = 1  # points run at once (1 on a 2-core machine)
     split: str = "val"  # val (a sweep chooses; the default), test (final numbers) or both (choose on val, report test)
+    launcher: dict[str, Any] | None = None  # studies.cluster.Launcher fields: where the points run (SLURM, ...)
 
 
 class Point:
@@ -102,7 +104,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         name=name, base=base, set=dict(raw.get("set") or {}), variants=variants,
         grid=dict(grid or {}), seeds=seeds, study=study, epochs_to_evaluate=raw.get("epochs_to_evaluate"),
         supervised=bool(raw.get("supervised", False)), method=str(raw.get("method", "simclr")), jobs=jobs,
-        split=str(raw.get("split", "val")),
+        split=str(raw.get("split", "val")), launcher=raw.get("launcher"),
     )
 
 
@@ -241,11 +243,13 @@ def _epochs_done(run: RunDir) -> int:
 
 def run_sweep(
     spec_path: str | Path, out: str | Path, command: list[str], jobs: int | None = None,
-    log: Callable[[str], None] = lambda s: None,
+    log: Callable[[str], None] = lambda s: None, launcher: Launcher | None = None, wait: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run every unfinished point; returns the done records of all points."""
+    """Run every unfinished point (here, or submitted through ``launcher``); returns the done records of the
+    finished points (all of them unless ``wait`` is False with a submitit launcher)."""
     spec = load_spec(spec_path)
     points = expand(spec)
+    launcher = launcher or launcher_from(spec.launcher)
     out = Path(out)
     record = _spec_record(spec, points)
     _check_same_sweep(out, record)
@@ -253,16 +257,37 @@ def run_sweep(
     atomic_write_json(out / "sweep.json", {**record, "command": " ".join(command)})
     todo = [pt for pt in points if not (out / "points" / pt.name / "done.json").is_file()]
     log(f"sweep {spec.name!r}: {len(points)} points, {len(points) - len(todo)} already finished")
-    jobs = jobs or spec.jobs
+    if launcher.kind != "local":
+        _submitted(spec_path, out, todo, command, launcher, wait, log)
+    else:
+        _run_here(spec, out, todo, command, jobs or spec.jobs, log)
+    done = [out / "points" / pt.name / "done.json" for pt in points]
+    return [read_json(p, "finished sweep point") for p in done if p.is_file()]
+
+
+def _run_here(spec: SweepSpec, out: Path, todo: list[Point], command: list[str], jobs: int,
+              log: Callable[[str], None]) -> None:
     if jobs <= 1:
         for i, pt in enumerate(todo, 1):
             log(f"[{i}/{len(todo)}] {pt.name}")
             run_point(pt, out, spec, command)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_point, pt, out, spec, command, threads) for pt in todo]
-            for f in futures:
-                rec = f.result()
-                log(f"finished {rec['point']} in {rec['wall_s']:.0f} s")
-    return [read_json(out / "points" / pt.name / "done.json", "finished sweep point") for pt in points]
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_point, pt, out, spec, command, threads) for pt in todo]
+        for f in futures:
+            rec = f.result()
+            log(f"finished {rec['point']} in {rec['wall_s']:.0f} s")
+
+
+def _submitted(spec_path: str | Path, out: Path, todo: list[Point], command: list[str], launcher: Launcher,
+               wait: bool, log: Callable[[str], None]) -> None:
+    if not todo:
+        return
+    jobs = submit_points(str(Path(spec_path).resolve()), out, [pt.name for pt in todo], command, launcher)
+    log(f"submitted {len(jobs)} point(s) as one {launcher.kind} array job {str(jobs[0].job_id).split('_')[0]}"
+        f" (ids in {out / 'jobs.json'}); `probclr sweep report {out}` works while they run")
+    if wait:
+        for pt, job in zip(todo, jobs, strict=True):
+            job.result()  # a point that failed raises here, with its log path
+            log(f"finished {pt.name}")
