@@ -20,6 +20,8 @@ from typing import Any
 from probclr.config import Config
 from probclr.errors import ConfigError, ProbclrError
 from probclr.io import atomic_write_json
+from probclr.run.rundir import RunDir
+from probclr.train.pretrain import pretrain
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
 _FIELDS = {"kind", "partition", "time_min", "gpus", "cpus", "parallel", "nodes", "tasks"}
@@ -95,26 +97,6 @@ def _threads_per_task() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
 
 
-class PointTask:
-    """One sweep point as a submitit task; requeued on pre-emption, it resumes from the point's own files."""
-
-    def __init__(self, spec_path: str, out: str, command: list[str]) -> None:
-        self.spec_path, self.out, self.command = spec_path, out, command
-
-    def __call__(self, name: str) -> dict[str, Any]:
-        from studies.sweep import expand, load_spec, run_point
-
-        spec = load_spec(self.spec_path)
-        point = next(p for p in expand(spec) if p.name == name)
-        return run_point(point, Path(self.out), spec, self.command)
-
-    def checkpoint(self, *args: Any) -> Any:
-        """submitit calls this on pre-emption or timeout: requeue the same call (it resumes)."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args)
-
-
 class PretrainTask:
     """One rank of a (multi-node) pretraining: the process group from submitit's job environment, then the same
     code path as torchrun; requeued, every rank resumes from the run's last checkpoint."""
@@ -124,9 +106,6 @@ class PretrainTask:
 
     def __call__(self) -> str:
         import submitit
-
-        from probclr.run.rundir import RunDir
-        from probclr.train.pretrain import pretrain
 
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         _threads_per_task()
@@ -141,10 +120,11 @@ class PretrainTask:
         return submitit.helpers.DelayedSubmission(self, *args)
 
 
-def submit_points(spec_path: str, out: Path, names: list[str], command: list[str], launcher: Launcher) -> list[Any]:
-    """One array job, one task per point; returns submitit's jobs (``jobs.json`` records their ids)."""
+def submit_array(task: Any, names: list[str], out: Path, launcher: Launcher) -> list[Any]:
+    """One array job running ``task(name)`` for each name; returns submitit's jobs (``out/jobs.json`` records
+    their ids, ``out/submitit/`` holds the pickles and logs)."""
     ex = executor(launcher, out / "submitit")
-    jobs = ex.map_array(PointTask(str(spec_path), str(out), command), names)
+    jobs = ex.map_array(task, names)
     record_jobs(out, launcher.kind, jobs, names)
     return list(jobs)
 

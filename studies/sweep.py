@@ -28,7 +28,7 @@ from probclr.eval.supervised import run_supervised
 from probclr.io import DamagedFileError, atomic_write_json, read_json
 from probclr.run.rundir import RunDir, config_diff
 from probclr.train.pretrain import pretrain
-from studies.cluster import Launcher, launcher_from, submit_points
+from studies.cluster import Launcher, launcher_from, submit_array
 
 STUDIES = ("generic", "epochs")
 SPLITS = ("val", "test", "both")  # both: every point scored on validation (to choose) and test (to report)
@@ -291,3 +291,26 @@ def _submitted(spec_path: str | Path, out: Path, todo: list[Point], command: lis
         for pt, job in zip(todo, jobs, strict=True):
             job.result()  # a point that failed raises here, with its log path
             log(f"finished {pt.name}")
+
+
+class PointTask:
+    """One sweep point as a submitit task; requeued on pre-emption, it resumes from the point's own files."""
+
+    def __init__(self, spec_path: str, out: str, command: list[str]) -> None:
+        self.spec_path, self.out, self.command = spec_path, out, command
+
+    def __call__(self, name: str) -> dict[str, Any]:
+        spec = load_spec(self.spec_path)
+        point = next(p for p in expand(spec) if p.name == name)
+        return run_point(point, Path(self.out), spec, self.command)
+
+    def checkpoint(self, *args: Any) -> Any:
+        """submitit calls this on pre-emption or timeout: requeue the same call (it resumes)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args)
+
+
+def submit_points(spec_path: str, out: Path, names: list[str], command: list[str], launcher: Launcher) -> list[Any]:
+    """The named points of a sweep as one array job (studies.cluster); returns submitit's jobs."""
+    return submit_array(PointTask(str(spec_path), str(out), command), names, out, launcher)

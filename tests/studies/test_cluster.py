@@ -14,8 +14,8 @@ from clihelp import bad, ok
 
 pytest.importorskip("submitit", reason="submitit is a test dependency (pip install -e '.[dev]')")
 
-from studies.cluster import Launcher, launcher_from, submit_points  # noqa: E402
-from studies.sweep import expand, load_spec  # noqa: E402
+from studies.cluster import Launcher, launcher_from  # noqa: E402
+from studies.sweep import expand, load_spec, submit_points  # noqa: E402
 
 TINY = {"model.convnet_widths": [8, 16], "optim.warmup_epochs": 0, "model.proj_dim": 16, "optim.epochs": 4,
         "optim.batch_size": 64, "eval.fractions": [0.5], "eval.seeds": 1, "eval.probes": ["knn"]}
