@@ -168,7 +168,8 @@ def _html_table(df: pd.DataFrame) -> str:
 
 CSS = """body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.7em;border-bottom:2px solid #333}h2{margin-top:2em;border-bottom:1px solid #aaa}h3{margin-bottom:.3em}
-table.t{border-collapse:collapse;font-size:.85em;margin:.6em 0}table.t th,table.t td{padding:.25em .7em;text-align:right}
+table.t{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;overflow-x:auto;max-width:100%}
+table.t th,table.t td{padding:.25em .7em;text-align:right}
 table.t th{border-bottom:1px solid #333}table.t tr:nth-child(even){background:#f4f4f4}
 img{max-width:100%;margin:.4em 0}figure.small img{max-width:620px}
 code,pre{font-size:.82em;background:#f6f6f6}pre{padding:.6em;overflow-x:auto}

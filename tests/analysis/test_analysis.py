@@ -1,6 +1,7 @@
 """The analysis pipeline and report end to end on a tiny --new-loss run of the embedded digits."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -360,3 +361,25 @@ def test_umap_is_seeded_and_refused_in_one_line_without_its_package(tmp_path, mo
     monkeypatch.setattr(em, "umap_available", lambda: False)
     lines = bad(["analyze", "--run", str(tmp_path / "run"), "--maps", "tsne,umap"], "pip install 'probclr[umap]'")
     assert len(lines) == 1 and not (tmp_path / "run").exists()
+
+
+def test_the_report_in_a_real_browser(analysed, tmp_path):
+    """Headless Chromium opens the generated report: every figure loads, no console error, the tables are
+    there. Skipped, with the reason, where no browser is installed (CI installs Debian's chromium)."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from report_in_browser import check_report, find_browser
+
+    if find_browser() is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium); .ci/run installs it")
+    ok(["report", str(analysed), "--out", str(tmp_path / "rep"), "--title", "in a browser"])
+    seen = check_report(tmp_path / "rep" / "report.html", tmp_path / "first_screen.png")
+    assert seen["images"] >= 6 and seen["images_loaded"] == seen["images"], seen["broken"]
+    assert seen["console_errors"] == []
+    assert seen["tables"] >= 4 and all(rows >= 2 for rows in seen["table_rows"])
+    assert any("Accuracy across label fractions" in h for h in seen["sections"])
+    assert (tmp_path / "first_screen.png").stat().st_size > 10_000
