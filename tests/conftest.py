@@ -5,6 +5,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+# under pytest-xdist (-n 2: one worker per core) each worker, and every process a test starts, uses one thread
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if THREADS == 1:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 def shared_data_dir() -> Path | None:
@@ -19,7 +23,7 @@ def shared_data_dir() -> Path | None:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test decodes into a per-session temporary cache, never the user's."""
     monkeypatch.setenv("PROBCLR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
