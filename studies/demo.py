@@ -33,14 +33,18 @@ def run_demo(
     pretrain(cfg, out / "simclr", resume=RunDir(out / "simclr").last.exists(),
              on_progress=on_progress, command=command)
     log("2/4 frozen-encoder probes at each label fraction")
-    rows, _ = evaluate_run(out / "simclr", cfg.eval, method="simclr", command=command)
+    rows, _ = evaluate_run(out / "simclr", cfg.eval, method="simclr", command=command, log=log)
     log("3/4 the same probes on a randomly initialised encoder")
     random_cfg = merge(cfg, {"optim.epochs": 0})
     if not RunDir(out / "random").last.exists():
         pretrain(random_cfg, out / "random", command=command)
-    rows += evaluate_run(out / "random", cfg.eval, method="random-init", command=command)[0]
+    rows += evaluate_run(out / "random", cfg.eval, method="random-init", command=command, log=log)[0]
     log("4/4 supervised baseline trained from scratch on each fraction")
-    rows += run_supervised(cfg, out / "supervised", cfg.eval.fractions, cfg.eval.seeds, command)[0]
+    fractions, sup = cfg.eval.fractions, []
+    for k, fraction in enumerate(fractions, 1):  # finished fractions are read back, not retrained
+        log(f"    supervised: {cfg.eval.seeds} trainings at {100 * fraction:g} % labels ({k}/{len(fractions)})")
+        sup = run_supervised(cfg, out / "supervised", fractions[:k], cfg.eval.seeds, command)[0]
+    rows += sup
     results = save_results(out, rows, {"command": " ".join(command or []), "what": "probclr demo"})
     figure = accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png", "digits: SimCLR probe vs supervised")
     return DemoResult(rows, results, figure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,12 +30,15 @@ from probclr.run.runlock import stable_checkpoint
 
 
 def probe_rows(
-    pool: Embeddings, evaluated: Embeddings, cfg: EvalConfig, method: str, num_classes: int
+    pool: Embeddings, evaluated: Embeddings, cfg: EvalConfig, method: str, num_classes: int,
+    log: Callable[[str], None] | None = None,
 ) -> list[ResultRow]:
     """Every probe at every fraction and label-subset seed; fit on the subset of the label pool's h, scored
-    on the evaluated split (test, or validation with --split val)."""
+    on the evaluated split (test, or validation with --split val); ``log`` hears of each fraction."""
     rows: list[ResultRow] = []
     for fraction in cfg.fractions:
+        if log is not None:
+            log(f"    {method}: {', '.join(cfg.probes)} at {100 * fraction:g} % labels")
         for seed in range(cfg.seeds):
             idx = label_subset(pool.labels, fraction, seed)
             x, y = pool.h[idx], pool.labels[idx]  # (n, D), (n,)
@@ -85,7 +89,7 @@ def finetune_rows(
 def evaluate_run(
     run_dir: Path, cfg: EvalConfig | None = None, checkpoint: Path | None = None, data_dir: str | None = None,
     method: str = "simclr", command: list[str] | None = None, finetune: bool = False, split: str = "test",
-    data: DataConfig | None = None,
+    data: DataConfig | None = None, log: Callable[[str], None] | None = None,
 ) -> tuple[list[ResultRow], Path]:
     """Extract (or reuse) features of ``checkpoint`` (default: the run's last) and run every probe, scored on
     ``split`` (test, or val for every choice). Results: ``eval/<checkpoint>/results.json`` (test) or
@@ -93,12 +97,13 @@ def evaluate_run(
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
     with stable_checkpoint(ckpt) as stable:  # one checkpoint throughout, even while pretraining replaces it
-        return _evaluate(run, ckpt, stable, cfg, data_dir, method, command, finetune, split, data)
+        return _evaluate(run, ckpt, stable, cfg, data_dir, method, command, finetune, split, data, log)
 
 
 def _evaluate(
     run: RunDir, ckpt: Path, stable: Path, cfg: EvalConfig | None, data_dir: str | None, method: str,
     command: list[str] | None, finetune: bool, split: str, data: DataConfig | None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[list[ResultRow], Path]:
     state = load_run_checkpoint(run, stable)
     run_cfg = config_from_checkpoint(state)
@@ -113,7 +118,7 @@ def _evaluate(
     check_fractions_possible(splits.train.labels, cfg.fractions)
     digest = file_digest(stable)
     embs = cached_embeddings(run.root, stable, {"train": splits.train, split: evaluated}, cfg.batch_size, digest)
-    rows = probe_rows(embs["train"], embs[split], cfg, method, num_classes)
+    rows = probe_rows(embs["train"], embs[split], cfg, method, num_classes, log)
     if finetune:
         rows += finetune_rows(stable, splits, evaluated, cfg, method, num_classes, run_cfg)
     meta = {

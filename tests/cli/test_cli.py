@@ -54,6 +54,13 @@ def test_demo_end_to_end(tmp_path):
               "--set", "eval.fractions=[0.1, 1.0]", "--set", "eval.seeds=1", "--set", "supervised.steps=3"])
     assert "simclr / linear" in out and "supervised / end-to-end" in out
     assert (tmp_path / "demo" / "accuracy_vs_fraction.png").stat().st_size > 1000
+    # a progress line for every stage and every label fraction, the supervised stage included
+    for line in ("1/4 SimCLR pretraining", "4/4 supervised", "simclr: linear, knn at 10 % labels",
+                 "random-init: linear, knn at 100 % labels", "supervised: 1 trainings at 10 % labels (1/2)",
+                 "supervised: 1 trainings at 100 % labels (2/2)"):
+        assert line in out, line
+    sup = json.loads((tmp_path / "demo" / "supervised" / "results.json").read_text())
+    assert sorted({r["fraction"] for r in sup["rows"]}) == [0.1, 1.0]
 
 
 @pytest.mark.parametrize(
