@@ -162,3 +162,23 @@ def read_csv(path: Path, what: str, columns: tuple[str, ...] = ()) -> Any:
         raise DamagedFileError(f"{what} {str(path)!r} is damaged (no column {missing[0]!r}); re-run the command"
                                " that wrote it")
     return df
+
+
+def load_failure_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line — the refused global or the parse error,
+    never PyTorch's advice to retry with ``weights_only=False`` (the unsafe path)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "weights_only" not in ln and "Weights only load failed" not in ln
+              and not ln.startswith(("Check the documentation", "(1)", "(2)"))]
+    return (useful[0] if useful else type(err).__name__)[:200]
+
+
+def safe_torch_load(path: Path, what: str, remedy: str = "", error: type[ProbclrError] = ProbclrError) -> Any:
+    """The one reader of every ``.pt`` file probclr writes: ``torch.load`` with ``weights_only=True`` onto the CPU,
+    so that loading never runs code. A file that does not load is ``error``: "refusing to load PATH: not a
+    safe WHAT (reason)[; remedy]", one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
+        tail = f"; {remedy}" if remedy else ""
+        raise error(f"refusing to load {str(path)!r}: not a safe {what} ({load_failure_reason(err)}){tail}") from err

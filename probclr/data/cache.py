@@ -7,11 +7,9 @@ import hashlib
 import os
 from pathlib import Path
 
-import torch
-
 from probclr.config import DataConfig
 from probclr.data.splits import ImageSet, Splits
-from probclr.io import OutputError, atomic_torch_save
+from probclr.io import OutputError, atomic_torch_save, safe_torch_load
 
 _CACHE_VERSION = "2"
 
@@ -72,7 +70,7 @@ class DecodedCache:
         if not self.path.exists():
             return None
         try:
-            return _unpack(torch.load(self.path, weights_only=True))
+            return _unpack(safe_torch_load(self.path, "cache entry"))
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             self.path.unlink(missing_ok=True)
             return None

@@ -41,7 +41,7 @@ from probclr.data.folders import DECODE_THREADS, check_same_size, decode_one
 from probclr.data.mapped import CHUNK, FolderEntry, FolderPlan, consistent, splits_of
 from probclr.data.splits import Splits
 from probclr.errors import DataError
-from probclr.io import atomic_torch_save
+from probclr.io import atomic_torch_save, safe_torch_load
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -259,7 +259,7 @@ class EncodedSplits(FolderEntry):
     def _get(self) -> Splits | None:
         size = self.cfg.image_size
         try:
-            meta = torch.load(self.dir / "meta.pt", weights_only=True)
+            meta = safe_torch_load(self.dir / "meta.pt", "cache entry")
             chw = tuple(int(v) for v in meta["chw"])
             full = EncodedImages(_open_pack(self.dir / "train.bin", meta["train_names"]),
                                  np.arange(len(meta["train_names"])), chw, size)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from probclr.data.folders import decoded_chunks, list_image_folder
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import resolve_val_size, validation_indices
 from probclr.errors import DataError
-from probclr.io import OutputError, atomic_torch_save
+from probclr.io import OutputError, atomic_torch_save, safe_torch_load
 
 CHUNK = 512  # images decoded at once
 _FILES: dict[int, tuple[weakref.ref[Tensor], Path]] = {}  # id of a mapped tensor -> (the tensor, its file)
@@ -231,7 +231,7 @@ class MappedSplits(FolderEntry):
 
     def _get(self) -> Splits | None:
         try:
-            meta = torch.load(self.dir / "meta.pt", weights_only=True)
+            meta = safe_torch_load(self.dir / "meta.pt", "cache entry")
             full = open_mapped(self.dir / "train.npy")  # (N, 3, H, W)
             test = open_mapped(self.dir / "test.npy") if meta["test_labels"].numel() else full[:0]
         except Exception:  # noqa: BLE001 - a missing or damaged entry is rebuilt, never trusted

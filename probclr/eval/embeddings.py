@@ -22,10 +22,10 @@ from probclr.data.sources import load_splits
 from probclr.data.splits import ImageSet
 from probclr.errors import ProbclrError
 from probclr.eval.features import content_digest, load_model
-from probclr.io import atomic_torch_save
+from probclr.io import atomic_torch_save, safe_torch_load
 from probclr.model.forward import as_float_rgb
 from probclr.model.heads import SimCLRModel
-from probclr.run.checkpoint import CheckpointError, file_digest, load_failure_reason
+from probclr.run.checkpoint import CheckpointError, file_digest
 from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 from probclr.run.runlock import stable_checkpoint
 
@@ -103,11 +103,7 @@ def _cache_key(digest: str, part: ImageSet) -> str:
 
 
 def _load_cached(path: Path, key: str) -> Embeddings:
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-        raise CheckpointError(f"refusing to load feature cache {str(path)!r} ({load_failure_reason(err)}); delete it to"
-                              " recompute") from err
+    d = safe_torch_load(path, "feature cache", "delete it to recompute", CheckpointError)
     if not isinstance(d, dict) or d.get("key") != key:
         raise CheckpointError(f"feature cache {str(path)!r} does not match its checkpoint and images; delete it"
                               " to recompute")
@@ -185,11 +181,7 @@ def load_run_embeddings(run: RunDir, checkpoint: Path) -> RunEmbeddings:
         raise ProbclrError(
             f"run {str(run.root)!r} has no embeddings ({str(path)!r}); make them with `probclr embed --run {run.root}`"
         )
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-        raise ProbclrError(f"refusing to load {str(path)!r}: not a safe probclr embeddings file"
-                           f" ({load_failure_reason(err)})") from err
+    d = safe_torch_load(path, "probclr embeddings file")
     if not isinstance(d, dict) or d.get("checkpoint_sha256") != file_digest(checkpoint):
         raise ProbclrError(f"{str(path)!r} was made from another checkpoint; re-run `probclr embed --run {run.root}`")
     if d.get("format") != FORMAT:

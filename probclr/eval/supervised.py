@@ -30,7 +30,7 @@ from probclr.data.splits import ImageSet, Splits
 from probclr.device import autocast, make_generator, resolve_device
 from probclr.eval.labels import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.eval.results import ResultRow, save_results
-from probclr.io import DamagedFileError, atomic_torch_save, atomic_write_json, read_json
+from probclr.io import DamagedFileError, atomic_torch_save, atomic_write_json, read_json, safe_torch_load
 from probclr.model.backbones import Encoder, build_encoder, channel_stats, resolve_stem
 from probclr.probes.metrics import score
 from probclr.provenance import provenance
@@ -112,7 +112,7 @@ def train_and_score(
     torch.manual_seed(cfg.run.seed + 1000 * seed)
     model = Classifier(build_encoder(cfg.model, mean, std), num_classes)
     if keep is not None and keep.is_file():
-        model.load_state_dict(torch.load(keep, map_location="cpu", weights_only=True))
+        model.load_state_dict(safe_torch_load(keep, "supervised model", "delete it to retrain"))
         model = model.to(device).eval()
     else:
         model = train_classifier(cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device)

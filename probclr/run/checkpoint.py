@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from probclr.errors import ProbclrError
-from probclr.io import atomic_torch_save
+from probclr.io import atomic_torch_save, load_failure_reason, safe_torch_load
+
+__all__ = ["CheckpointError", "load_checkpoint", "load_failure_reason", "save_checkpoint"]
 
 FORMAT = "probclr-checkpoint-1"
 
@@ -32,12 +34,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a refusal, with its reason
-        raise CheckpointError(
-            f"refusing to load {str(path)!r}: not a safe probclr checkpoint ({load_failure_reason(err)})"
-        ) from err
+    state = safe_torch_load(path, "probclr checkpoint", error=CheckpointError)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a probclr checkpoint (format {FORMAT} expected)")
     problem = _malformed(state)
@@ -75,12 +72,3 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def load_failure_reason(err: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in one line — the refused global or the parse error,
-    never PyTorch's advice to retry with ``weights_only=False`` (the unsafe path)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "weights_only" not in ln and "Weights only load failed" not in ln
-              and not ln.startswith(("Check the documentation", "(1)", "(2)"))]
-    return (useful[0] if useful else type(err).__name__)[:200]

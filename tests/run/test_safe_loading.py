@@ -127,3 +127,20 @@ def test_a_checkpoint_with_nan_weights_or_an_impossible_epoch_is_refused(tmp_pat
     res = runner.invoke(app, [command[0], "--run", str(run), *command[1:]])
     assert res.exit_code == 2 and match in res.output and "Traceback" not in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_every_reader_of_a_pt_file_goes_through_the_one_guarded_loader():
+    """`torch.load` is called in one place (probclr.io.safe_torch_load, weights_only=True); every other reader
+    of a .pt file calls that function, so none can forget the guard or word its refusal differently."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    calls = []
+    for top in ("probclr", "analysis", "studies", "cli"):
+        for f in (root / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+                    calls.append(str(f.relative_to(root)))
+    assert calls == ["probclr/io.py"], calls
