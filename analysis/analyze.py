@@ -26,7 +26,7 @@ from probclr.data.fractions import label_subset
 from probclr.data.sources import cifar10_test_in_original_order, load_splits
 from probclr.errors import ProbclrError
 from probclr.eval.embeddings import Embeddings, RunEmbeddings, load_run_embeddings
-from probclr.eval.features import load_model
+from probclr.eval.frozen_model import load_model
 from probclr.io import atomic_write_json, atomic_write_text, staged_dir
 from probclr.probes.knn import train_knn_probe
 from probclr.probes.linear import LinearProbe, train_linear_probe

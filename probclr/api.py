@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from probclr.config import Config, from_dict, load_config, merge, parse_overrides
 from probclr.errors import ConfigError, ProbclrError
 from probclr.eval.evaluate import evaluate_run
-from probclr.eval.features import load_encoder as _checkpoint_encoder
+from probclr.eval.frozen_model import load_encoder as _checkpoint_encoder
 from probclr.eval.results import rows_frame
 from probclr.model.forward import as_float_rgb
 from probclr.run.rundir import RunDir

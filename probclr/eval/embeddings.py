@@ -18,10 +18,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from probclr.data.encoded import EncodedImages
 from probclr.data.sources import load_splits
 from probclr.data.splits import ImageSet
 from probclr.errors import ProbclrError
-from probclr.eval.features import content_digest, load_model
+from probclr.eval.frozen_model import load_model
 from probclr.io import atomic_torch_save, safe_torch_load
 from probclr.model.forward import as_float_rgb
 from probclr.model.heads import SimCLRModel
@@ -124,7 +125,7 @@ def cached_embeddings(
     run, out, model = RunDir(run_dir), {}, None
     for name, part in parts.items():
         key = _cache_key(digest, part)
-        path = run.features_path(key[:24])
+        path = run.embeddings_cache_path(key[:24])
         if path.exists():
             out[name] = _load_cached(path, key)
             continue
@@ -196,3 +197,16 @@ def load_run_embeddings(run: RunDir, checkpoint: Path) -> RunEmbeddings:
     if not isinstance(classes, list) or "train" not in splits or "test" not in splits:
         raise ProbclrError(f"{str(path)!r} is damaged (no classes, train or test); re-run `probclr embed --run {run.root}`")
     return RunEmbeddings(str(d["checkpoint_sha256"]), [str(c) for c in classes], splits)
+
+
+def content_digest(*parts: ImageSet) -> str:
+    """sha256 over the images, labels and shapes of image sets: what a derived cache depends on."""
+    h = hashlib.sha256()
+    for part in parts:
+        for t in (part.images, part.labels):
+            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
+            if isinstance(t, EncodedImages):  # packed files: named by their cache entry's key and rows
+                h.update(b"encoded:" + t.digest())
+            else:
+                h.update(memoryview(t.contiguous().numpy()).cast("B"))
+    return h.hexdigest()

@@ -16,7 +16,7 @@ from probclr.data.sources import load_splits
 from probclr.data.splits import ImageSet, Splits
 from probclr.device import resolve_device
 from probclr.eval.embeddings import Embeddings, cached_embeddings
-from probclr.eval.features import load_encoder
+from probclr.eval.frozen_model import load_encoder
 from probclr.eval.labels import check_fractions_possible, evaluated_split, num_classes_of, split_sizes
 from probclr.eval.results import ResultRow, save_results
 from probclr.eval.supervised import Classifier, predict, train_classifier

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from probclr.config import Config
 from probclr.errors import ProbclrError
 from probclr.eval.deployable import Deployable, exported_program_bytes, onnx_bytes
-from probclr.eval.features import load_model
+from probclr.eval.frozen_model import load_model
 from probclr.eval.model_card import card, card_markdown, image_size_of, safetensors_bytes
 from probclr.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from probclr.model.backbones import STEM_CHANGES, Encoder

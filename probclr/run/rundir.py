@@ -36,9 +36,9 @@ class RunDir:
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.root / "checkpoints" / f"epoch_{epoch:04d}.pt"
 
-    def features_path(self, key: str) -> Path:
-        """The cached frozen features under ``key`` (checkpoint and image contents)."""
-        return self.root / "features" / f"{key}.pt"
+    def embeddings_cache_path(self, key: str) -> Path:
+        """The cached embeddings of one split under ``key`` (checkpoint and image contents)."""
+        return self.root / "embeddings" / "cache" / f"{key}.pt"
 
     def embeddings_path(self, checkpoint: Path) -> Path:
         """The embeddings (h, mu, kappa, projection norm) of a checkpoint, from `probclr embed`."""

@@ -31,7 +31,7 @@ def test_evaluate_writes_results(tiny_run):
     assert res["provenance"]["command"].startswith("probclr evaluate --run")
     assert (tiny_run / "eval" / "last" / "results.csv").read_text().startswith("method,probe,fraction")
     # the frozen outputs are cached, one file per split (label pool, test): a second evaluation reuses them
-    feats = sorted((tiny_run / "features").glob("*.pt"))
+    feats = sorted((tiny_run / "embeddings" / "cache").glob("*.pt"))
     assert len(feats) == 2
     mtimes = [f.stat().st_mtime_ns for f in feats]
     ok(["evaluate", "--run", str(tiny_run), "--fraction", "0.5", "--seeds", "1", "--probe", "knn"])

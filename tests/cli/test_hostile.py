@@ -171,7 +171,7 @@ def test_swapped_class_folders_never_reuse_stale_features(tmp_path, cifar_slice)
     ok(args)
     after = json.loads((out / "eval" / "last" / "results.json").read_text())["rows"][0]["accuracy"]
     # one cache entry per split: the label pool's is reused, the changed test split gets a new one
-    assert len(list((out / "features").glob("*.pt"))) == 3
+    assert len(list((out / "embeddings" / "cache").glob("*.pt"))) == 3
     assert after != before
 
 

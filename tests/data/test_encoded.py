@@ -13,7 +13,7 @@ from probclr.data.encoded import EncodedImages, EncodedSplits, _fit
 from probclr.data.residency import EncodedSource, make_source
 from probclr.data.sources import load_splits
 from probclr.errors import DataError
-from probclr.eval.features import content_digest
+from probclr.eval.embeddings import content_digest
 from probclr.train.pretrain import pretrain
 
 

@@ -12,7 +12,7 @@ from clihelp import bad, ok
 
 from probclr.config import DataConfig, load_config
 from probclr.data.sources import load_splits
-from probclr.eval.features import load_model
+from probclr.eval.frozen_model import load_model
 from probclr.model.forward import as_float_rgb
 from probclr.train.pretrain import pretrain
 

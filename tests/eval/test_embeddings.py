@@ -6,7 +6,7 @@ import torch
 from probclr.config import load_config
 from probclr.eval.embeddings import Embeddings, embed_images, export_embeddings, load_run_embeddings
 from probclr.eval.evaluate import evaluate_run
-from probclr.eval.features import load_model
+from probclr.eval.frozen_model import load_model
 from probclr.model.forward import embed
 from probclr.run.rundir import RunDir
 from probclr.train.pretrain import pretrain
@@ -56,10 +56,10 @@ def test_round_trip_and_damaged_fields_are_refused():
 
 
 def test_evaluate_and_embed_share_one_cache_per_checkpoint_and_split(run, monkeypatch):
-    for f in (run.root / "features").glob("*.pt"):
+    for f in (run.root / "embeddings" / "cache").glob("*.pt"):
         f.unlink()
     evaluate_run(run.root, split="val")  # label pool + val
-    cached = sorted((run.root / "features").glob("*.pt"))
+    cached = sorted((run.root / "embeddings" / "cache").glob("*.pt"))
     assert len(cached) == 2
     loads = []
     import probclr.eval.embeddings as mod
@@ -67,7 +67,7 @@ def test_evaluate_and_embed_share_one_cache_per_checkpoint_and_split(run, monkey
     real = mod.load_model
     monkeypatch.setattr(mod, "load_model", lambda p: loads.append(p) or real(p))
     export_embeddings(run.root)  # train and val come from the cache: only test is computed
-    assert len(loads) == 1 and len(list((run.root / "features").glob("*.pt"))) == 3
+    assert len(loads) == 1 and len(list((run.root / "embeddings" / "cache").glob("*.pt"))) == 3
     emb = load_run_embeddings(run, run.last)
     export_embeddings(run.root)  # every split cached now: the model is not loaded again
     assert len(loads) == 1

@@ -4,7 +4,7 @@ import torch
 from probclr.config import load_config
 from probclr.errors import ProbclrError
 from probclr.eval.evaluate import evaluate_run
-from probclr.eval.features import load_encoder
+from probclr.eval.frozen_model import load_encoder
 from probclr.model.forward import embed
 from probclr.run.checkpoint import file_digest
 from probclr.train.pretrain import pretrain
@@ -40,7 +40,7 @@ def test_feature_cache_from_another_checkpoint_is_refused(run, tmp_path):
 
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    feats = next((other / "features").glob("*.pt"))
+    feats = next((other / "embeddings" / "cache").glob("*.pt"))
     state = torch.load(feats, weights_only=True)
     state["key"] = "0" * 64  # pretend it came from a different checkpoint or other images
     torch.save(state, feats)

@@ -9,7 +9,7 @@ from torch import nn
 
 from probclr.config import DataConfig, load_config
 from probclr.data.sources import load_splits
-from probclr.eval.features import load_encoder
+from probclr.eval.frozen_model import load_encoder
 from probclr.model.forward import as_float_rgb
 from probclr.train.pretrain import pretrain
 

@@ -230,7 +230,7 @@ def test_sigkilled_evaluation_leaves_only_whole_files_and_resumes_to_the_same_re
     # rest over the probes and the results write of the cached path
     for fresh, share in ((True, 0.3), (True, 0.8), (False, 0.3), (False, 0.6), (False, 0.9)):
         if fresh:
-            shutil.rmtree(run / "features", ignore_errors=True)
+            shutil.rmtree(run / "embeddings" / "cache", ignore_errors=True)
         proc = subprocess.Popen(evaluate(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(share * (first if fresh else duration))
         if proc.poll() is not None:
@@ -238,7 +238,7 @@ def test_sigkilled_evaluation_leaves_only_whole_files_and_resumes_to_the_same_re
         proc.kill()
         proc.wait()
         kills += 1
-        for cache in (run / "features").glob("*.pt"):  # whatever is there is whole
+        for cache in (run / "embeddings" / "cache").glob("*.pt"):  # whatever is there is whole
             torch.load(cache, weights_only=True)
         for done in (run / "eval").rglob("results.json"):
             json.loads(done.read_text())

@@ -98,7 +98,7 @@ def test_checkpoint_whose_weights_do_not_match_its_config_is_refused(tmp_path, t
     state["model"]["extra.weight"] = torch.zeros(1)
     path = tmp_path / "mixed.pt"
     torch.save(state, path)
-    from probclr.eval.features import load_model
+    from probclr.eval.frozen_model import load_model
     from probclr.run.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError) as err:

@@ -292,7 +292,7 @@ def _torchrun(tmp_path, *args):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_pretrain_and_checkpoint_loads_in_one(tmp_path):
-    from probclr.eval.features import load_model
+    from probclr.eval.frozen_model import load_model
 
     out = tmp_path / "ddp"
     res = _torchrun(tmp_path, "--epochs", "2", "--batch-size", "64", "--out", str(out))

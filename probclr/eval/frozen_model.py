@@ -1,15 +1,12 @@
-"""A checkpoint's frozen model, and the digest of the images a derived cache depends on (the cache of
-frozen outputs itself: :mod:`probclr.eval.embeddings`)."""
+"""A checkpoint's frozen model: loaded and checked against the config it carries (its frozen outputs, cached
+per checkpoint and split: :mod:`probclr.eval.embeddings`)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from torch import Tensor
 
-from probclr.data.encoded import EncodedImages
-from probclr.data.splits import ImageSet
 from probclr.model.backbones import Encoder
 from probclr.model.build import build_model
 from probclr.model.heads import SimCLRModel
@@ -53,16 +50,3 @@ def load_model(checkpoint: Path) -> SimCLRModel:
 def load_encoder(checkpoint: Path) -> Encoder:
     """The frozen encoder of a checkpoint, in eval mode, gradients off."""
     return load_model(checkpoint).encoder  # type: ignore[return-value]
-
-
-def content_digest(*parts: ImageSet) -> str:
-    """sha256 over the images, labels and shapes of image sets: what a derived cache depends on."""
-    h = hashlib.sha256()
-    for part in parts:
-        for t in (part.images, part.labels):
-            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
-            if isinstance(t, EncodedImages):  # packed files: named by their cache entry's key and rows
-                h.update(b"encoded:" + t.digest())
-            else:
-                h.update(memoryview(t.contiguous().numpy()).cast("B"))
-    return h.hexdigest()
