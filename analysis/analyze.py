@@ -12,15 +12,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from analysis import figures
-from analysis.ambiguity import ambiguity_analysis
-from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
-from analysis.calibration import heldout_temperature, holdout_refit, reliability
-from analysis.embedding_maps import MIN_MAP_POINTS, check_map_methods, embedding_map
-from analysis.human_labels import align, human_entropy, load_cifar10h
-from analysis.kappa_probe import heldout_kappa_temperature
-from analysis.retrieval import r_auroc, retrieval
-from analysis.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
+from analysis.measures.ambiguity import ambiguity_analysis
+from analysis.measures.bayes_probe import BayesianProbe, heldout_posterior_scale
+from analysis.measures.calibration import heldout_temperature, holdout_refit, reliability
+from analysis.measures.embedding_maps import MIN_MAP_POINTS, check_map_methods, embedding_map
+from analysis.measures.human_labels import align, human_entropy, load_cifar10h
+from analysis.measures.kappa_probe import heldout_kappa_temperature
+from analysis.measures.retrieval import r_auroc, retrieval
+from analysis.measures.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
+from analysis.reports import figures
 from probclr.config import Config, merge
 from probclr.data.fractions import label_subset
 from probclr.data.sources import cifar10_test_in_original_order, load_splits

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.bayes_probe import BayesianProbe, heldout_posterior_scale
-from analysis.calibration import holdout_refit
+from analysis.measures.bayes_probe import BayesianProbe, heldout_posterior_scale
+from analysis.measures.calibration import holdout_refit
 from probclr.config import EvalConfig
 from probclr.data.fractions import label_subset
 from probclr.eval.embeddings import Embeddings, load_run_embeddings

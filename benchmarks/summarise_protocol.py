@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from analysis.tables import comparison_table, format_table
+from analysis.reports.tables import comparison_table, format_table
 from probclr.eval.results import ResultRow, load_rows
 from probclr.io import read_jsonl
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.retrieval import retrieval
-from analysis.uncertainty import partial_spearman
+from analysis.measures.retrieval import retrieval
+from analysis.measures.uncertainty import partial_spearman
 from probclr.eval.embeddings import load_run_embeddings
 from probclr.run.rundir import RunDir
 

@@ -157,7 +157,7 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
-    from analysis.tables import format_table
+    from analysis.reports.tables import format_table
     from probclr.config import merge
     from probclr.eval.evaluate import evaluate_run
     from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
@@ -199,7 +199,7 @@ def supervised(
                                              " (supervised.grid_*)")] = False,
 ) -> None:
     """Supervised baseline: the same encoder trained from scratch on each label fraction."""
-    from analysis.tables import format_table
+    from analysis.reports.tables import format_table
     from probclr.eval.supervised import run_supervised
 
     cfg = assemble_config(config, set_, [
@@ -288,7 +288,7 @@ def report(
     title: Annotated[str, typer.Option(help="report title")] = "probclr report",
 ) -> None:
     """One self-contained HTML report and a Markdown summary comparing runs side by side."""
-    from analysis.report import write_report
+    from analysis.reports.report import write_report
 
     html_path, md_path = write_report(runs, out, " ".join(command_line(ctx)), title)
     typer.echo(f"report: {html_path}\nsummary: {md_path}")
@@ -363,7 +363,7 @@ def sweep(
 @user_errors
 def sweep_report_cmd(sweep_dir: Annotated[Path, typer.Argument(help="a sweep directory")]) -> None:
     """One table and one figure for a sweep (mean ± std over seeds)."""
-    from analysis.sweep_report import sweep_report
+    from analysis.reports.sweep_report import sweep_report
 
     csv, md, fig = sweep_report(sweep_dir)
     typer.echo(md.read_text())
@@ -383,7 +383,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
 ) -> None:
     """The main job on the embedded digits (no download): pretrain, probe, baselines, table and plot."""
-    from analysis.tables import comparison_table, format_table
+    from analysis.reports.tables import comparison_table, format_table
     from studies.demo import run_demo
 
     path: Path | None = config or _repo_config("digits_demo.yaml")

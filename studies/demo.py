@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from analysis.plots import accuracy_vs_fraction
+from analysis.reports.figures import accuracy_vs_fraction
 from probclr.config import Config, merge
 from probclr.eval.evaluate import evaluate_run
 from probclr.eval.results import ResultRow, save_results

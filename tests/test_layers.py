@@ -66,3 +66,11 @@ def test_every_public_library_function_has_a_docstring():
                     and ast.get_docstring(node) is None:
                 missing.append(f"{name}.{node.name}")
     assert not missing, f"{len(missing)} public definitions without a docstring: {', '.join(missing[:20])}"
+
+
+def test_the_analysis_wings_point_one_way():
+    """analysis.measures computes and never draws: it imports neither the reports wing nor the pipeline."""
+    for name, path in modules():
+        if name.startswith("analysis.measures"):
+            for target, _ in imports(ast.parse(path.read_text())):
+                assert not target.startswith(("analysis.reports", "analysis.analyze")), f"{name} imports {target}"

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from analysis.controlled_report import controlled_frames
-from analysis.render import md_table, plt, save_figure
+from analysis.reports.controlled_report import controlled_frames
+from analysis.reports.render import md_table, plt, save_figure
 
 
 def summary_table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
     """Markdown: one line per method (mean [95 % t-interval] over seeds), then the paired differences to
-    MC-InfoNCE -- the tables `probclr report` shows for the same study (analysis.controlled_report)."""
+    MC-InfoNCE -- the tables `probclr report` shows for the same study (analysis.reports.controlled_report)."""
     per, paired, what = controlled_frames(rows, spec["study"], spec["split"])
     lines = ["# Controlled study: recovering known posteriors", "", what[0].upper() + what[1:] + ".", ""]
     if not per.empty:

@@ -96,7 +96,7 @@ def test_analyze_on_the_validation_split(analysed):
     assert meta["split"] == "val" and (analysed / "analysis" / "analysis.json").read_bytes() == before
     emb = torch.load(analysed / "embeddings" / "last.pt", weights_only=True)
     ret = np.genfromtxt(a / "retrieval.csv", delimiter=",", names=True, dtype=None, encoding=None)
-    from analysis.retrieval import retrieval
+    from analysis.measures.retrieval import retrieval
 
     assert ret["value"][0] == pytest.approx(retrieval(emb["val.mu"], emb["val.labels"]).recall_at_1)
 
@@ -133,7 +133,7 @@ def _three_class_data(n, gen):
 
 
 def test_bayesian_probe_is_centred_on_the_map_and_predicts_probabilities():
-    from analysis.bayes_probe import BayesianProbe
+    from analysis.measures.bayes_probe import BayesianProbe
     from probclr.probes.linear import train_linear_probe
     from probclr.probes.metrics import score
 
@@ -156,7 +156,7 @@ def test_bayesian_probe_is_centred_on_the_map_and_predicts_probabilities():
 
 
 def test_posterior_scale_zero_is_the_map_and_the_holdout_picks_a_scale_of_the_grid():
-    from analysis.bayes_probe import POSTERIOR_SCALES, BayesianProbe, heldout_posterior_scale
+    from analysis.measures.bayes_probe import POSTERIOR_SCALES, BayesianProbe, heldout_posterior_scale
     from probclr.probes.linear import train_linear_probe
 
     gen = torch.Generator().manual_seed(3)
@@ -170,7 +170,7 @@ def test_posterior_scale_zero_is_the_map_and_the_holdout_picks_a_scale_of_the_gr
     assert scale in POSTERIOR_SCALES
     # reference: a fresh refit and one Laplace probe per scale, the holdout NLL of each, by hand; then the
     # paired one-standard-error rule by hand
-    from analysis.calibration import holdout_refit
+    from analysis.measures.calibration import holdout_refit
 
     refit = holdout_refit(x, y, 3, probe, 0.2, 0)
     hold_y = y[refit.hold_idx]
@@ -197,7 +197,7 @@ def test_posterior_scale_zero_is_the_map_and_the_holdout_picks_a_scale_of_the_gr
 
 
 def test_one_se_rule_keeps_the_smallest_key_not_measurably_worse():
-    from analysis.bayes_probe import one_se_choice
+    from analysis.measures.bayes_probe import one_se_choice
 
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(400, generator=gen, dtype=torch.float64)
@@ -211,7 +211,7 @@ def test_one_se_rule_keeps_the_smallest_key_not_measurably_worse():
 
 
 def test_probit_predictive_matches_its_moments_and_the_monte_carlo_predictive():
-    from analysis.bayes_probe import BayesianProbe
+    from analysis.measures.bayes_probe import BayesianProbe
     from probclr.probes.linear import train_linear_probe
 
     gen = torch.Generator().manual_seed(1)
@@ -238,7 +238,7 @@ def test_probit_predictive_matches_its_moments_and_the_monte_carlo_predictive():
 
 def test_laplace_precision_equals_autograd_hessian():
     """The closed-form Hessian of the negative log posterior equals torch.autograd's on a small problem."""
-    from analysis.bayes_probe import softmax_hessian
+    from analysis.measures.bayes_probe import softmax_hessian
 
     gen = torch.Generator().manual_seed(1)
     n, d, c = 40, 3, 4
@@ -255,7 +255,7 @@ def test_laplace_precision_equals_autograd_hessian():
 
 
 def test_temperature_recovers_a_known_temperature():
-    from analysis.calibration import fit_temperature, reliability
+    from analysis.measures.calibration import fit_temperature, reliability
     from probclr.probes.metrics import ece
 
     gen = torch.Generator().manual_seed(0)
@@ -328,7 +328,7 @@ def test_report_refuses_runs_of_different_datasets_and_escapes_a_title(analysed,
 def test_markdown_tables_escape_pipes_and_round_floats():
     import pandas as pd
 
-    from analysis.report import _md_table
+    from analysis.reports.report import _md_table
 
     df = pd.DataFrame({"score": ["kappa | feature_norm (partial)", "kappa"], "rho": [0.0648778484, float("nan")],
                        "n": [10000.0, 45000.0]})
@@ -340,7 +340,7 @@ def test_markdown_tables_escape_pipes_and_round_floats():
 
 
 def test_maps_of_few_points_adapt_and_too_few_are_refused():
-    from analysis.embedding_maps import MIN_MAP_POINTS, embedding_map, map_perplexity
+    from analysis.measures.embedding_maps import MIN_MAP_POINTS, embedding_map, map_perplexity
 
     assert map_perplexity(2000) == 30.0 and map_perplexity(12) < 12  # t-SNE needs perplexity < n
     x = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))
@@ -350,7 +350,7 @@ def test_maps_of_few_points_adapt_and_too_few_are_refused():
 
 
 def test_umap_is_seeded_and_refused_in_one_line_without_its_package(tmp_path, monkeypatch):
-    import analysis.embedding_maps as em
+    import analysis.measures.embedding_maps as em
 
     x = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
     a, b, c = em.embedding_map(x, "umap", seed=0), em.embedding_map(x, "umap", seed=0), em.embedding_map(x, "umap", 1)

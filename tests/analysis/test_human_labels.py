@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.human_labels import align, human_entropy, load_cifar10h
+from analysis.measures.human_labels import align, human_entropy, load_cifar10h
 from probclr.errors import ProbclrError
 
 

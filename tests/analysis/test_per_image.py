@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import stats
 
-from analysis.per_image import less_certain_rate, per_image_spearman
-from analysis.seed_summary import across_seeds, kappa_verdicts, lower_is_better, t_interval
+from analysis.measures.per_image import less_certain_rate, per_image_spearman
+from analysis.measures.seed_summary import across_seeds, kappa_verdicts, lower_is_better, t_interval
 
 
 def test_less_certain_rate_counts_ties_as_half():

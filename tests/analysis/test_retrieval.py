@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from analysis.retrieval import r_auroc, retrieval
+from analysis.measures.retrieval import r_auroc, retrieval
 
 
 def test_recall_and_map_at_r_on_hand_made_neighbourhoods():
@@ -33,7 +33,7 @@ def test_r_auroc_matches_sklearn():
 def test_partial_spearman_against_rank_residuals():
     from scipy import stats
 
-    from analysis.uncertainty import partial_spearman
+    from analysis.measures.uncertainty import partial_spearman
 
     g = np.random.default_rng(0)
     z = g.normal(size=2000)
@@ -50,7 +50,7 @@ def test_partial_spearman_against_rank_residuals():
 
 def test_human_table_on_synthetic_soft_labels():
     from analysis.analyze import human_table
-    from analysis.human_labels import human_entropy
+    from analysis.measures.human_labels import human_entropy
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(600, 10, generator=g) * torch.rand(600, 1, generator=g) * 6
@@ -74,7 +74,7 @@ def test_human_table_on_synthetic_soft_labels():
 
 
 def test_partial_spearman_of_a_monotone_function_of_z_is_nan_not_a_crash():
-    from analysis.uncertainty import partial_spearman
+    from analysis.measures.uncertainty import partial_spearman
 
     g = np.random.default_rng(1)
     z, y = g.normal(size=500), g.normal(size=500)

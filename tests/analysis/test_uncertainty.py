@@ -4,7 +4,7 @@ import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from analysis.uncertainty import auroc, misclassification_auroc, risk_coverage, spearman_ci
+from analysis.measures.uncertainty import auroc, misclassification_auroc, risk_coverage, spearman_ci
 
 
 def test_auroc_matches_sklearn_with_ties():
@@ -48,8 +48,8 @@ def test_spearman_matches_scipy_and_interval_covers():
 
 
 def test_kappa_temperature_reduces_to_temperature_scaling_for_constant_kappa_and_helps_when_it_informs():
-    from analysis.calibration import fit_temperature
-    from analysis.kappa_probe import KappaTemperature, fit_kappa_temperature
+    from analysis.measures.calibration import fit_temperature
+    from analysis.measures.kappa_probe import KappaTemperature, fit_kappa_temperature
 
     g = torch.Generator().manual_seed(0)
     n = 4000

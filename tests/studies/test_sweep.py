@@ -96,7 +96,7 @@ def test_sweep_resumes_after_a_kill(tmp_path):
 
 
 def test_sweep_report_aggregates_fake_runs(tmp_path):
-    from analysis.sweep_report import sweep_frame, sweep_table
+    from analysis.reports.sweep_report import sweep_frame, sweep_table
 
     out = tmp_path / "fake"
     points = {}
@@ -130,7 +130,7 @@ def test_sweep_cli_bad_input(tmp_path):
 
 
 def test_sweep_report_label_fraction_layout(tmp_path):
-    from analysis.sweep_report import sweep_report
+    from analysis.reports.sweep_report import sweep_report
 
     out = tmp_path / "lf"
     points = {}
@@ -181,7 +181,7 @@ def _fake_point(out, name, kind, params, seed, rows):
 
 
 def test_the_best_point_is_chosen_on_validation_and_reported_on_test(tmp_path):
-    from analysis.sweep_report import best_on_validation, sweep_frame, sweep_report
+    from analysis.reports.sweep_report import best_on_validation, sweep_frame, sweep_report
 
     out, points = tmp_path / "both", {}
     # lr 0.2 wins on validation, lr 0.1 on test: the report must name lr 0.2 and give its test accuracy

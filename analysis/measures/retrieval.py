@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analysis.uncertainty import auroc
+from analysis.measures.uncertainty import auroc
 
 
 class Retrieval(NamedTuple):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.seed_summary import t_interval
+from analysis.measures.seed_summary import t_interval
 from probclr.io import read_json
 
 MEASURES = ("spearman_kappa_true", "mu_recovery", "procrustes_r2", "coverage_90", "coverage_error",

@@ -30,7 +30,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from analysis.calibration import HoldoutRefit, holdout_refit
+from analysis.measures.calibration import HoldoutRefit, holdout_refit
 from probclr.probes.linear import LinearProbe
 
 BIAS_PRIOR_STD = 10.0

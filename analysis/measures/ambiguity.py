@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from analysis.per_image import less_certain_rate, per_image_spearman
-from analysis.uncertainty import Correlation, spearman_ci
+from analysis.measures.per_image import less_certain_rate, per_image_spearman
+from analysis.measures.uncertainty import Correlation, spearman_ci
 from probclr.data.corruptions import CORRUPTIONS, SEVERITIES, centre_crop, corrupt, crop_area
 from probclr.eval.embeddings import Embeddings, embed_images
 from probclr.model.heads import SimCLRModel

@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.controlled_report import controlled_tables, is_controlled_study
-from analysis.plots import accuracy_vs_fraction, monitor_curves
-from analysis.render import md_table as _md_table
-from analysis.render import series_pm
-from analysis.seed_summary import across_seeds, kappa_verdicts, run_measures
+from analysis.measures.seed_summary import across_seeds, kappa_verdicts, run_measures
+from analysis.reports.controlled_report import controlled_tables, is_controlled_study
+from analysis.reports.figures import accuracy_vs_fraction, monitor_curves
+from analysis.reports.render import md_table as _md_table
+from analysis.reports.render import series_pm
 from probclr.errors import ProbclrError
 from probclr.eval.results import ResultRow, load_rows
 from probclr.io import atomic_write_text, read_csv, read_json

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analysis.calibration import HoldoutRefit, holdout_refit
+from analysis.measures.calibration import HoldoutRefit, holdout_refit
 from probclr.probes.linear import LinearProbe
 
 
