@@ -234,8 +234,45 @@ def controlled_section(study: Path, out: Path) -> tuple[list[str], list[str]]:
     return h, md
 
 
+class Page:
+    """The report being written: its HTML and Markdown lines and the next section number (none skipped)."""
+
+    def __init__(self) -> None:
+        self.h: list[str] = []
+        self.md: list[str] = []
+        self.n = 0
+
+    def section(self, html_title: str, md_title: str) -> None:
+        self.n += 1
+        self.h.append(f"<h2>{self.n}. {html_title}</h2>")
+        self.md += [f"## {self.n}. {md_title}", ""]
+
+    def add(self, h: list[str], md: list[str]) -> None:
+        self.h += h
+        self.md += md
+
+
 def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "probclr report") -> tuple[Path, Path]:
     """Write ``out/report.html`` and ``out/summary.md``; returns their paths."""
+    studies, runs = _inputs(run_dirs)  # 1. the runs and controlled studies, checked
+    out.mkdir(parents=True, exist_ok=True)
+    page = Page()
+    _head(page, title, command)  # 2. title and provenance line
+    _accuracy(page, runs, out)  # 3. accuracy across label fractions, all runs
+    _monitor(page, runs, out)  # 4. the kNN monitor curves
+    page.add(*seed_section(runs))  # 5. measures over pretraining seeds, with kappa's verdicts
+    for run in runs:  # 6. one section per run
+        _run_section(page, run)
+    for study in studies:  # 7. controlled studies
+        page.add(*controlled_section(study, out))
+    page.h.append("</body></html>")
+    html_path, md_path = out / "report.html", out / "summary.md"  # 8. written atomically
+    atomic_write_text(html_path, "\n".join(page.h))
+    atomic_write_text(md_path, "\n".join(page.md) + "\n")
+    return html_path, md_path
+
+
+def _inputs(run_dirs: list[Path]) -> tuple[list[Path], list[RunInfo]]:
     if not run_dirs:
         raise ProbclrError("report needs at least one run directory")
     studies = [Path(r) for r in run_dirs if is_controlled_study(Path(r))]  # `probclr controlled` directories
@@ -243,96 +280,104 @@ def write_report(run_dirs: list[Path], out: Path, command: str, title: str = "pr
     for run, name in zip(runs, unique_names([r.root for r in runs]), strict=True):
         run.name = name  # two runs are never merged because their folders share a name
     _check_one_dataset(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    h: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                    f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    md: list[str] = [f"# {html.escape(title)}", ""]  # a title is text, never markup, in either file
+    return studies, runs
+
+
+def _head(page: Page, title: str, command: str) -> None:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    h.append(f"<p class='note'>Generated {stamp} by <code>{html.escape(command)}</code>. Every number below is on"
-             " the held-out test set; temperatures and hyper-parameters were fitted on held-out labeled data only."
-             " ± is the standard deviation over label-subset seeds.</p>")
-    md += [f"Generated {stamp} by `{command}`. Test-set numbers; ± = std over label-subset seeds.", ""]
+    page.h += [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+               f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+               f"<p class='note'>Generated {stamp} by <code>{html.escape(command)}</code>. Every number below is on"
+               " the held-out test set; temperatures and hyper-parameters were fitted on held-out labeled data only."
+               " ± is the standard deviation over label-subset seeds.</p>"]
+    page.md += [f"# {html.escape(title)}", "",  # a title is text, never markup, in either file
+                f"Generated {stamp} by `{command}`. Test-set numbers; ± = std over label-subset seeds.", ""]
 
+
+def _accuracy(page: Page, runs: list[RunInfo], out: Path) -> None:
     acc = accuracy_table(runs)
-    if not acc.empty:
-        all_rows = [r for run in runs for r in run.rows]
-        fig = accuracy_vs_fraction(all_rows, out / "accuracy_vs_fraction.png", "test accuracy vs labels")
-        h += ["<h2>1. Accuracy across label fractions</h2>", _html_table(acc),
-              f"<figure class='small'>{_img(fig)}<figcaption>Test accuracy (mean ± sd over label subsets)."
-              "</figcaption></figure>"]
-        md += ["## 1. Accuracy across label fractions", "", _md_table(acc), ""]
+    if acc.empty:
+        return
+    fig = accuracy_vs_fraction([r for run in runs for r in run.rows], out / "accuracy_vs_fraction.png",
+                               "test accuracy vs labels")
+    page.section("Accuracy across label fractions", "Accuracy across label fractions")
+    page.add([_html_table(acc), f"<figure class='small'>{_img(fig)}<figcaption>Test accuracy (mean ± sd over label"
+              " subsets).</figcaption></figure>"], [_md_table(acc), ""])
 
+
+def _monitor(page: Page, runs: list[RunInfo], out: Path) -> None:
     curves = {r.name: r.monitor() for r in runs if r.monitor()}
-    if curves:
-        fig = monitor_curves(curves, out / "monitor.png")
-        h += ["<h2>Pretraining: kNN monitor on the validation split</h2>",
-              f"<figure class='small'>{_img(fig)}<figcaption>kNN top-1 (k = 20) of validation images against a"
-              " labeled bank, per epoch (never the test set).</figcaption></figure>"]
-        md += ["## Pretraining: kNN monitor on the validation split", "", "![kNN monitor](monitor.png)", ""]
+    if not curves:
+        return
+    fig = monitor_curves(curves, out / "monitor.png")
+    page.section("Pretraining: kNN monitor on the validation split", "Pretraining: kNN monitor on the validation split")
+    page.add([f"<figure class='small'>{_img(fig)}<figcaption>kNN top-1 (k = 20) of validation images against a"
+              " labeled bank, per epoch (never the test set).</figcaption></figure>"],
+             ["![kNN monitor](monitor.png)", ""])
 
-    seed_h, seed_md = seed_section(runs)
-    h += seed_h
-    md += seed_md
 
-    for i, run in enumerate(runs, start=2):
-        h.append(f"<h2>{i}. Run <code>{html.escape(run.name)}</code></h2>")
-        md += [f"## {i}. Run `{run.name}`", ""]
-        cal, unc, amb, hum = (run.table(n) for n in ("calibration", "uncertainty", "ambiguity", "human_agreement"))
-        ret = run.table("retrieval")
-        if run.analysis is None:
-            h.append(f"<p class='note'>No analysis: run <code>probclr embed --run {html.escape(str(run.root))}</code>"
-                     f" and <code>probclr analyze --run {html.escape(str(run.root))}</code>.</p>")
-            md += [f"No analysis (run `probclr embed` and `probclr analyze --run {run.root}`).", ""]
-        if cal is not None:
-            t = calibration_table(cal)
-            h += ["<h3>Calibration across label fractions</h3>", _html_table(t)]
-            md += ["### Calibration", "", _md_table(t), ""]
-        if unc is not None:
-            t, verdict = uncertainty_table(unc), kappa_verdict(unc)
-            h += ["<h3>Uncertainty quality (misclassification of the linear probe)</h3>",
-                  f"<p>{html.escape(verdict)}</p>", _html_table(t)]
-            md += ["### Uncertainty quality", "", verdict, "", _md_table(t), ""]
-        if amb is not None:
-            t = ambiguity_table(amb)
-            h += ["<h3>Certainty vs ambiguity</h3><p class='note'>Expected: ρ > 0 with crop area, ρ < 0 with"
-                  " corruption severity. CIFAR-10-C-style corruptions (seeded re-implementation, not CIFAR-10-C);"
-                  " intervals are cluster-bootstrap over images.</p>", _html_table(t)]
-            md += ["### Certainty vs ambiguity (ρ > 0 with crop area and < 0 with severity expected)", "",
-                   _md_table(t), ""]
-        if ret is not None:
-            t = ret.fillna("").assign(value=[f"{v:.3f}" for v in ret["value"]])
-            h += ["<h3>Retrieval in the embedding space</h3><p class='note'>Recall@1 and MAP@R of the test images"
-                  " against each other; R-AUROC: how well each label-free certainty predicts that an image's nearest"
-                  " neighbour has its class (0.5 = chance).</p>", _html_table(t)]
-            md += ["### Retrieval (Recall@1, MAP@R; R-AUROC of label-free certainties)", "", _md_table(t), ""]
-        if hum is not None:
-            h += ["<h3>Agreement with human uncertainty (CIFAR-10H)</h3>", _html_table(hum)]
-            md += ["### Agreement with CIFAR-10H (Spearman with −human entropy)", "", _md_table(hum), ""]
-        if run.analysis is not None:
-            for fname, caption in FIGURES:
-                p = run.analysis / "figures" / fname
-                if p.is_file():
-                    h.append(f"<figure>{_img(p)}<figcaption>{html.escape(caption)}.</figcaption></figure>")
-        h.append("<h3>Reproduce</h3><pre>")
-        md += ["### Reproduce", "", "```"]
-        cmds = [run.command, run.meta.get("provenance", {}).get("command", ""),
-                run.analysis_meta.get("provenance", {}).get("command", "")]
-        for c in [c for c in cmds if c]:
-            h.append(html.escape(c))
-            md.append(c)
-        h.append("</pre>")
-        md += ["```", ""]
-        sha = run.meta.get("provenance", {}).get("git_sha") or run.analysis_meta.get("provenance", {}).get("git_sha")
-        cfg = run.meta.get("run_config") or {}
-        h.append(f"<p class='note'>git {html.escape(str(sha))}; checkpoint sha256 "
-                 f"{html.escape(str(run.meta.get('checkpoint_sha256') or run.analysis_meta.get('checkpoint_sha256')))};"
-                 f" config: <code>{html.escape(json.dumps(cfg, sort_keys=True)[:1500])}</code></p>")
-    for study in studies:
-        sh, smd = controlled_section(study, out)
-        h += sh
-        md += smd
-    h.append("</body></html>")
-    html_path, md_path = out / "report.html", out / "summary.md"
-    atomic_write_text(html_path, "\n".join(h))
-    atomic_write_text(md_path, "\n".join(md) + "\n")
-    return html_path, md_path
+def _run_section(page: Page, run: RunInfo) -> None:
+    page.section(f"Run <code>{html.escape(run.name)}</code>", f"Run `{run.name}`")
+    if run.analysis is None:
+        where = os.path.relpath(run.root)  # relative to where the report is made, never this machine's absolute path
+        page.add([f"<p class='note'>No analysis: run <code>probclr embed --run {html.escape(where)}</code>"
+                  f" and <code>probclr analyze --run {html.escape(where)}</code>.</p>"],
+                 [f"No analysis (run `probclr embed` and `probclr analyze --run {where}`).", ""])
+    for name, make in RUN_TABLES:
+        frame = run.table(name)
+        if frame is not None:
+            page.add(*make(frame))
+    if run.analysis is not None:
+        for fname, caption in FIGURES:
+            p = run.analysis / "figures" / fname
+            if p.is_file():
+                page.h.append(f"<figure>{_img(p)}<figcaption>{html.escape(caption)}.</figcaption></figure>")
+    page.add(*_reproduce(run))
+
+
+def _calibration_block(cal: pd.DataFrame) -> tuple[list[str], list[str]]:
+    t = calibration_table(cal)
+    return ["<h3>Calibration across label fractions</h3>", _html_table(t)], ["### Calibration", "", _md_table(t), ""]
+
+
+def _uncertainty_block(unc: pd.DataFrame) -> tuple[list[str], list[str]]:
+    t, verdict = uncertainty_table(unc), kappa_verdict(unc)
+    return (["<h3>Uncertainty quality (misclassification of the linear probe)</h3>", f"<p>{html.escape(verdict)}</p>",
+             _html_table(t)], ["### Uncertainty quality", "", verdict, "", _md_table(t), ""])
+
+
+def _ambiguity_block(amb: pd.DataFrame) -> tuple[list[str], list[str]]:
+    t = ambiguity_table(amb)
+    return (["<h3>Certainty vs ambiguity</h3><p class='note'>Expected: ρ > 0 with crop area, ρ < 0 with corruption"
+             " severity. CIFAR-10-C-style corruptions (seeded re-implementation, not CIFAR-10-C); intervals are"
+             " cluster-bootstrap over images.</p>", _html_table(t)],
+            ["### Certainty vs ambiguity (ρ > 0 with crop area and < 0 with severity expected)", "", _md_table(t), ""])
+
+
+def _retrieval_block(ret: pd.DataFrame) -> tuple[list[str], list[str]]:
+    t = ret.fillna("").assign(value=[f"{v:.3f}" for v in ret["value"]])
+    return (["<h3>Retrieval in the embedding space</h3><p class='note'>Recall@1 and MAP@R of the test images against"
+             " each other; R-AUROC: how well each label-free certainty predicts that an image's nearest neighbour has"
+             " its class (0.5 = chance).</p>", _html_table(t)],
+            ["### Retrieval (Recall@1, MAP@R; R-AUROC of label-free certainties)", "", _md_table(t), ""])
+
+
+def _human_block(hum: pd.DataFrame) -> tuple[list[str], list[str]]:
+    return (["<h3>Agreement with human uncertainty (CIFAR-10H)</h3>", _html_table(hum)],
+            ["### Agreement with CIFAR-10H (Spearman with −human entropy)", "", _md_table(hum), ""])
+
+
+RUN_TABLES = (("calibration", _calibration_block), ("uncertainty", _uncertainty_block),
+              ("ambiguity", _ambiguity_block), ("retrieval", _retrieval_block), ("human_agreement", _human_block))
+
+
+def _reproduce(run: RunInfo) -> tuple[list[str], list[str]]:
+    cmds = [c for c in (run.command, run.meta.get("provenance", {}).get("command", ""),
+                        run.analysis_meta.get("provenance", {}).get("command", "")) if c]
+    sha = run.meta.get("provenance", {}).get("git_sha") or run.analysis_meta.get("provenance", {}).get("git_sha")
+    cfg = run.meta.get("run_config") or {}
+    digest = run.meta.get("checkpoint_sha256") or run.analysis_meta.get("checkpoint_sha256")
+    h = ["<h3>Reproduce</h3><pre>", *(html.escape(c) for c in cmds), "</pre>",
+         f"<p class='note'>git {html.escape(str(sha))}; checkpoint sha256 {html.escape(str(digest))};"
+         f" config: <code>{html.escape(json.dumps(cfg, sort_keys=True)[:1500])}</code></p>"]
+    return h, ["### Reproduce", "", "```", *cmds, "```", ""]

@@ -69,6 +69,10 @@ def test_report_renders_every_section(analysed, tmp_path):
         assert section in page, section
     assert page.count("data:image/png;base64,") >= 7  # self-contained: every figure embedded
     assert "every deterministic score on misclassification AUROC" in page
+    import re
+
+    numbers = [int(n) for n in re.findall(r"<h2>(\d+)\. ", page)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 3  # numbered sections never skip
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert md.startswith("# tiny report") and "| fraction |" in md
 
