@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,9 +115,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
     """Write a command's whole output folder in a staging folder beside ``final``, then swap it in: readers
-    see the old outputs or the new ones, never a mix, and a failure leaves the old ones untouched."""
+    see the old outputs or the new ones, never a mix, and a failure leaves the old ones untouched. Staging
+    folders left by a process that was killed (SIGKILL, power loss) are removed on the next call."""
     final = Path(final)
-    stage = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    remove_leftovers(final.parent, f".{final.name}.tmp-")
+    remove_leftovers(final.parent, f".{final.name}.old-")
+    stage = final.with_name(f".{final.name}.tmp-{owner_tag()}")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
@@ -124,11 +128,42 @@ def staged_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{owner_tag()}")
     if final.exists():
         os.replace(final, old)
     os.replace(stage, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def owner_tag() -> str:
+    """``<host>-<pid>``: names a temporary file or folder by the process that owns it."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path, prefix: str) -> list[Path]:
+    """Remove the entries of ``folder`` named ``<prefix><this host>-<pid>…`` whose process is gone: what a killed
+    process left behind. Another host's entries are never touched (their process may be alive there)."""
+    mine = f"{prefix}{socket.gethostname()}-"
+    removed = []
+    for entry in Path(folder).glob(f"{glob.escape(mine)}*") if Path(folder).is_dir() else []:
+        pid = entry.name[len(mine):].split("-")[0].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 class DamagedFileError(ProbclrError):

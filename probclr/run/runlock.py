@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from probclr.errors import ProbclrError
+from probclr.io import owner_tag, remove_leftovers
 
 
 class RunLock:
@@ -62,7 +63,8 @@ class RunLock:
 @contextmanager
 def stable_checkpoint(path: Path) -> Iterator[Path]:
     """A path whose contents stay those of ``path`` now, whatever a concurrent writer does (see module doc)."""
-    link = path.with_name(f".read-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    remove_leftovers(path.parent, ".read-")  # links of readers that were killed
+    link = path.with_name(f".read-{owner_tag()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
         os.link(path, link)
     except OSError:  # read-only or link-less file system: read in place

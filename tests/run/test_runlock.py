@@ -52,3 +52,37 @@ def test_stable_checkpoint_survives_an_atomic_replace(tmp_path):
         os.replace(tmp, ckpt)  # what the writer does
         assert stable.read_bytes() == b"epoch 27" and ckpt.read_bytes() == b"epoch 28"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the link is gone
+
+
+def test_leftovers_of_killed_processes_are_removed_and_live_ones_kept(tmp_path):
+    """A SIGKILLed `analyze` leaves its staging folder, a killed reader its hard link; the next call removes
+    those of dead processes on this host, never a live process's or another host's."""
+    import socket
+    import subprocess
+    import sys
+
+    from probclr.io import staged_dir
+    from probclr.run.runlock import stable_checkpoint
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f".analysis.tmp-{host}-{dead.pid}").mkdir()
+        (tmp_path / f".analysis.old-{host}-{dead.pid}").mkdir()
+        (tmp_path / f".analysis.tmp-{host}-{live.pid}").mkdir()
+        (tmp_path / f".analysis.tmp-otherhost-{dead.pid}").mkdir()
+        with staged_dir(tmp_path / "analysis") as out:
+            (out / "x").write_text("1")
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted(["analysis", f".analysis.tmp-{host}-{live.pid}", f".analysis.tmp-otherhost-{dead.pid}"])
+        ckpt = tmp_path / "last.pt"
+        ckpt.write_bytes(b"weights")
+        (tmp_path / f".read-{host}-{dead.pid}-abcd1234.pt").write_bytes(b"weights")
+        with stable_checkpoint(ckpt) as path:
+            assert path.read_bytes() == b"weights"
+        assert not list(tmp_path.glob(".read-*"))
+    finally:
+        live.kill()
+        live.wait()
