@@ -73,7 +73,17 @@ def sweep_figure(df: pd.DataFrame, meta: dict, path: Path) -> Path:
     d["model"] = d["method"] + " / " + d["probe"]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     if study == "epochs":
-        sns.lineplot(data=d, x="epoch", y="accuracy %", hue="labels", style="probe", marker="o", errorbar="sd", ax=ax)
+        pre, sup = d[d["kind"] != "supervised"], d[d["kind"] == "supervised"]
+        order = sorted(d["labels"].unique(), key=lambda t: float(t.split()[0]))
+        palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+        sns.lineplot(data=pre, x="epoch", y="accuracy %", hue="labels", hue_order=order, palette=palette,
+                     style="probe", marker="o", errorbar="sd", ax=ax)
+        for labels, g in sup.groupby("labels"):  # the supervised reference on the same label subsets
+            ax.axhline(g["accuracy %"].mean(), color=palette[labels], linestyle=":", linewidth=1.2)
+        if len(sup):
+            ax.plot([], [], color="grey", linestyle=":", label="supervised from scratch (same labels)")
+            ax.legend(fontsize=7)
+        ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel("pretraining epochs")
     elif not params:  # the label-fraction study: accuracy and calibration against the fraction
         plt.close(fig)

@@ -214,3 +214,23 @@ def test_a_sweep_scored_on_both_splits_keeps_supervised_on_test(tmp_path):
     assert {row["split"] for row in pre["rows"]} == {"val", "test"}
     assert {row["split"] for row in sup["rows"]} == {"test"}
     assert list(out.glob("points/*/eval/last/val/results.json")) and list(out.glob("points/*/eval/last/results.json"))
+
+
+def test_the_epochs_figure_draws_the_supervised_reference(tmp_path):
+    from analysis.reports.sweep_report import sweep_report
+
+    out, points = tmp_path / "ep", {}
+    for kind in ("pretrain", "supervised"):
+        name = "seed=0" if kind == "pretrain" else "supervised,seed=0"
+        points[name] = {"kind": kind, "params": {}, "config": {}}
+        epochs = (0, 1, 2, 5) if kind == "pretrain" else (None,)
+        rows = [{"method": "simclr" if kind == "pretrain" else "supervised", "probe": "linear" if kind == "pretrain"
+                 else "end-to-end", "fraction": f, "seed": 0, "n_labels": 10, "accuracy": 0.3 + f / 3 + 0.01 * (e or 0),
+                 "nll": 1.0, "ece": 0.1, "brier": 0.5, "detail": "", "epoch": e, "split": split}
+                for f in (0.1, 1.0) for e in epochs for split in (("val", "test") if kind == "pretrain" else ("test",))]
+        _fake_point(out, name, kind, {}, 0, rows)
+    (out / "sweep.json").write_text(json.dumps({"spec": {"name": "ep", "study": "epochs", "split": "both"},
+                                                "points": points}))
+    _, md, fig = sweep_report(out)
+    assert fig.stat().st_size > 1000 and "chosen on validation" in md.read_text()
+    assert "epoch=5" in md.read_text()  # the longest pretraining is the best on validation here
