@@ -273,6 +273,48 @@ def option_cases(t: Path, run: Path) -> list[Case]:
             for a, e in opts]
 
 
+def ambiguous_config_cases(t: Path) -> list[Case]:
+    """Configs whose meaning is ambiguous: a key twice at any depth, a near-miss key, YAML 1.1 surprises."""
+    files = {"dup-top.yaml": (b"optim: {lr: 1}\noptim: {lr: 2}\n", "given twice"),
+             "dup-deep.yaml": (b"optim:\n  lr: 0.1\n  lr: 0.2\n", "given twice"),
+             "case.yaml": (b"optim: {Batch_Size: 64}\n", "did you mean"),
+             "dash.yaml": (b"optim: {batch-size: 64}\n", "did you mean"),
+             "yes-as-number.yaml": (b"optim: {lr: yes}\n", "optim.lr"),
+             "sweep-dup.yaml": (b"name: s\ngrid: {augment.strength: [0.5]}\ngrid: {augment.strength: [1.0]}\n",
+                                "given twice")}
+    cases = []
+    for name, (content, expect) in files.items():
+        path = t / "ambiguous" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content)
+        out = t / f"amb-{name}"
+        cmd = ["sweep", "--config", str(path), "--out", str(out)] if name.startswith("sweep") else \
+            ["pretrain", "--config", str(path), "--out", str(out)]
+        cases.append(Case("configs whose meaning is ambiguous (a key twice, near-miss keys, YAML 1.1)", cmd, expect,
+                          (out,)))
+    out = t / "amb-set"
+    cases.append(Case("configs whose meaning is ambiguous (a key twice, near-miss keys, YAML 1.1)",
+                      ["pretrain", "--set", "optim.lr=0.1", "--set", "optim.lr=0.2", "--out", str(out)], "twice", (out,)))
+    return cases
+
+
+def tool_cases(t: Path, run: Path) -> list[Case]:
+    """Exports, maps and launchers asked for what they cannot do."""
+    r, spec = str(run), t / "tools-sweep.yaml"
+    spec.write_text("name: tl\ngrid: {augment.strength: [0.5]}\n")
+    opts = [(["export", "--run", r, "--format", "torchscript", "--head", "--out", str(t / "x1")], "--head needs"),
+            (["export", "--run", r, "--image-size", "0", "--out", str(t / "x2")], "--image-size"),
+            (["export", "--run", r, "--image-size", "99999", "--out", str(t / "x3")], "--image-size"),
+            (["analyze", "--run", r, "--maps", "pca"], "unknown map"),
+            (["analyze", "--run", r, "--maps", "tsne,tsne"], "each map once"),
+            (["sweep", "--config", str(spec), "--out", str(t / "x4"), "--launcher", "lsf"], "--launcher must be"),
+            (["sweep", "--config", str(spec), "--out", str(t / "x5"), "--launcher", "slurm", "--time-min", "0"],
+             "time_min"),
+            (["pretrain", "--launcher", "cluster", "--out", str(t / "x6")], "--launcher must be")]
+    return [Case("exports, maps and launchers asked for the impossible", a, e,
+                 tuple(t / f"x{i}" for i in range(1, 7)), run if a[0] != "sweep" else None) for a, e in opts]
+
+
 def campaign() -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
     """Run every case in a fresh temporary folder: outcome counts per class, and the cases not handled."""
     t = Path(tempfile.mkdtemp(prefix="hostile-"))
@@ -284,7 +326,7 @@ def campaign() -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
                                   "model.convnet_widths=[8, 16]", "--set", "model.proj_dim=16", "--out", str(run)])
         assert res.exit_code == 0, res.output
         cases = (config_cases(t) + reader_cases(t, run) + damaged_cases(t, run) + sweep_cases(t) + data_cases(t)
-                 + option_cases(t, run))
+                 + option_cases(t, run) + ambiguous_config_cases(t) + tool_cases(t, run))
         outcomes: dict[str, Counter] = {}
         failures = []
         for case in cases:
