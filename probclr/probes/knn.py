@@ -1,7 +1,7 @@
 """Weighted kNN as a classifier with probabilities (Wu et al. 2018's vote, made calibrated).
 
 The labeled subset is the memory bank; each query's ``k`` nearest (cosine) neighbours vote with weight
-exp((sim - 1) / T). Two things make the vote shares probabilities that mean something:
+exp((sim - max sim) / T). Two things make the vote shares probabilities that mean something:
 
 - ``k`` is at most a share of the bank (``max_share``, default 10 %): with k >= the bank every labeled image
   votes and the shares collapse towards the class priors;
@@ -68,10 +68,13 @@ def vote(
     top: Tensor, labels: Tensor, num_classes: int, temperature: float, eps: float = 0.0, gamma: float = 1.0,
 ) -> Tensor:
     """(N, C) probabilities from neighbour similarities ``top`` (N, k) and their labels (N, k)."""
-    w = torch.exp((top - 1.0) / temperature)  # (N, k); shifted by the largest possible similarity
+    # shifted by each query's own nearest similarity: the shares are unchanged, and a small T can no longer
+    # underflow every weight of a query whose neighbours are all far (which made its vote uniform: chance)
+    finite = top.masked_fill(~torch.isfinite(top), -torch.inf)
+    w = torch.exp((finite - finite.max(dim=1, keepdim=True).values) / temperature).nan_to_num(0.0)  # (N, k) in [0, 1]
     votes = torch.zeros(top.shape[0], num_classes).scatter_add_(1, labels, w) ** gamma  # (N, C)
     total = votes.sum(dim=1, keepdim=True)  # (N, 1)
-    share = torch.where(total > 0, votes / total.clamp_min(1e-300), 1.0 / num_classes)  # (N, C) all-underflow -> uniform
+    share = torch.where(total > 0, votes / total.clamp_min(1e-300), 1.0 / num_classes)  # (N, C) no neighbour -> uniform
     return (1 - eps) * share + eps / num_classes
 
 

@@ -120,3 +120,19 @@ def test_manual_gradient_equals_autograd(dtype):
     torch.testing.assert_close(loss, ref.detach(), atol=tol, rtol=tol)
     torch.testing.assert_close(gw, w.grad, atol=tol, rtol=tol)
     torch.testing.assert_close(gb, b.grad, atol=tol, rtol=tol)
+
+
+def test_a_small_vote_temperature_never_turns_far_neighbours_into_a_uniform_vote():
+    """Weights are exp((sim - the query's best sim) / T): with T = 0.001 and every neighbour at cosine 0.2, the
+    nearest neighbour still decides (it used to underflow to a uniform vote: chance accuracy with few labels)."""
+    from probclr.probes.knn import vote
+
+    top = torch.tensor([[0.21, 0.20, 0.19], [0.05, 0.30, 0.10]])  # (2, 3) similarities, all far from 1
+    labels = torch.tensor([[2, 1, 1], [0, 3, 0]])
+    p = vote(top, labels, 4, temperature=0.001)
+    assert p.argmax(dim=1).tolist() == [2, 3] and torch.allclose(p.sum(dim=1), torch.ones(2))
+    # the shares equal the slow loop's wherever nothing underflows
+    q = vote(top, labels, 4, temperature=0.5)
+    w = torch.exp(top / 0.5)
+    slow = torch.zeros(2, 4).scatter_add_(1, labels, w)
+    torch.testing.assert_close(q, slow / slow.sum(dim=1, keepdim=True))
