@@ -10,6 +10,8 @@ import argparse
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.reports.render import plt, save_figure, sns
 from analysis.reports.sweep_report import sweep_frame
 
@@ -20,9 +22,14 @@ def batch_size_figure(sweep_dir: Path, split: str = "test") -> Path:
     """``SWEEP/report/batch_size.png``: accuracy (mean ± sd over seeds × label subsets) against batch size."""
     df, _ = sweep_frame(sweep_dir)
     df = df[(df["split"] == split) & (df["kind"] == "pretrain")].copy()
-    parsed = df["variant"].map(lambda v: re.fullmatch(r"(\w+)-b(\d+)", str(v)))
-    df["arm"] = [ARMS.get(m.group(1), m.group(1)) for m in parsed]
-    df["batch size"] = [int(m.group(2)) for m in parsed]
+    parsed = [re.fullmatch(r"(.+?)[-_]b(\d+)", str(v)) for v in df["variant"]]
+    df["arm"] = [m.group(1) if m else str(v) for m, v in zip(parsed, df["variant"], strict=True)]
+    df["batch size"] = [int(m.group(2)) if m else 0 for m in parsed]
+    df = df[df["batch size"] > 0]
+    # batch 128 at 4 epochs is the point both arms share (the same-steps arm is defined by its ~150 steps)
+    shared = df[(df["arm"] == "epochs4") & (df["batch size"] == 128)].assign(arm="samesteps")
+    df = pd.concat([df, shared], ignore_index=True)
+    df["arm"] = [ARMS.get(a, a) for a in df["arm"]]
     df["accuracy %"] = 100 * df["accuracy"]
     df["labels"] = [f"linear @ {100 * f:g} % labels" for f in df["fraction"]]
     sns.set_theme(style="whitegrid", context="paper")
