@@ -39,6 +39,11 @@ class DataConfig:
     # host (pinned memory, per-batch copies), stream (memory-mapped .npy in the cache folder) or encoded (image
     # folders only: the files' bytes packed in the cache folder, decoded per batch; on CUDA by nvJPEG)
     residency: Literal["auto", "device", "host", "stream", "encoded"] = "auto"
+    # where a pretraining image's positive comes from (probclr.data.pairs): augment = a second augmentation of
+    # the same image (SimCLR); soft_labels = another image drawn by the soft labels in data.soft_labels (a class
+    # from the anchor's distribution, a partner by its probability of that class), negatives label-aware
+    pairs: Literal["augment", "soft_labels"] = "augment"
+    soft_labels: str | None = None  # .npy (N, C): one row of class probabilities per training image, sorted order
 
 
 @dataclass(frozen=True)
@@ -519,6 +524,14 @@ def validate(cfg: Config) -> None:
     _check(1 <= e.max_iter <= 100_000, f"eval.max_iter must be in [1, 100000], got {e.max_iter}")
     _check(0 < e.probe_tol < 1, f"eval.probe_tol must be in (0, 1), got {e.probe_tol}")
     d = cfg.data
+    _check(d.pairs == "soft_labels" or d.soft_labels is None,
+           f"data.soft_labels {d.soft_labels!r} is given but data.pairs is {d.pairs}; set data.pairs=soft_labels"
+           " to draw positives from it, or leave data.soft_labels out")
+    _check(d.pairs != "soft_labels" or bool(d.soft_labels),
+           "data.pairs soft_labels needs data.soft_labels: a .npy of (N, C) class probabilities per training image")
+    _check(d.pairs != "soft_labels" or d.train_limit is None,
+           f"data.train_limit {d.train_limit} would take a subset of the images that data.soft_labels gives one row"
+           " each; leave data.train_limit out (make a smaller image folder instead)")
     _check(d.val_size is None or 0 <= d.val_size <= 10**9,
            f"data.val_size must be >= 0 (or null: the default), got {d.val_size}")
     _check(0 <= d.val_seed < 2**31, f"data.val_seed must be in [0, 2^31), got {d.val_seed}")

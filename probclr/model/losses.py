@@ -12,12 +12,15 @@ from probclr.distributed import dist_info, gather_with_grad, local_rows
 from probclr.model.distributions import PowerSpherical, VonMisesFisher
 
 
-def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True) -> Tensor:
+def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True,
+            log_weight: Tensor | None = None) -> Tensor:
     """NT-Xent (Chen et al. 2020, Eq. 1), the mean over all 2N anchors.
 
     "l(i, j) = -log exp(sim(z_i, z_j)/tau) / sum_{k != i} exp(sim(z_i, z_k)/tau)", with sim the cosine
     similarity. z_a, z_b: (N, D) projections of two views of the same N images (normalised here; with
     ``normalize=False`` sim is the plain dot product, as :func:`shrinkage_nt_xent` needs).
+    ``log_weight``: (2N, 2N) log w_ik added to the logits, so the denominator is sum_k w_ik exp(sim / tau)
+    (label-aware negatives, probclr.data.pairs; 0 on the positives).
     """
     if z_a.ndim != 2 or z_a.shape != z_b.shape:
         raise ValueError(f"z_a and z_b must both have shape (N, D), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
@@ -29,13 +32,24 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool 
     z = torch.cat([z_a, z_b]).float()  # (2N, D), float32 for the softmax
     z = F.normalize(z, dim=1) if normalize else z
     logits = z @ z.T / temperature  # (2N, 2N)
+    if log_weight is not None:
+        logits = logits + _checked_weight(log_weight, 2 * n)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))  # k != i
     target = torch.arange(2 * n, device=z.device).roll(n)  # (2N,) view a_i <-> view b_i
     return F.cross_entropy(logits, target)
 
 
-def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True) -> Tensor:
+def _checked_weight(log_weight: Tensor, views: int) -> Tensor:
+    if log_weight.shape != (views, views):
+        raise ValueError(f"log_weight must have shape ({views}, {views}), got {tuple(log_weight.shape)}")
+    if dist_info().world > 1:
+        raise ValueError("weighted negatives (log_weight) are computed on one process only")
+    return log_weight.float()
+
+
+def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize: bool = True,
+                   log_weight: Tensor | None = None) -> Tensor:
     """NT-Xent over the global batch of all ranks, for this rank's anchors, scaled for DDP.
 
     z_a, z_b: (B, D) this rank's two views. Every rank gathers all (W*B) pairs as candidates and scores
@@ -45,8 +59,8 @@ def nt_xent_global(z_a: Tensor, z_b: Tensor, temperature: float = 0.5, normalize
     """
 
     info = dist_info()
-    if info.world == 1:
-        return nt_xent(z_a, z_b, temperature, normalize)
+    if info.world == 1 or log_weight is not None:
+        return nt_xent(z_a, z_b, temperature, normalize, log_weight)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     b = z_a.shape[0]
@@ -91,16 +105,20 @@ def _posterior(mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor,
     return cls(F.normalize(torch.cat([mu_a, mu_b]).float(), dim=1), torch.cat([kappa_a, kappa_b]).float())
 
 
-def _mc_log_likelihood(z: Tensor, anchors: Tensor | None, temperature: float) -> Tensor:
-    """log (1/M) sum_m softmax_{pos(i)}(z_i^(m) . z_k^(m) / tau) for each anchor i.
+def _mc_log_likelihood(z: Tensor, anchors: Tensor | None, temperature: float,
+                       log_weight: Tensor | None = None) -> Tensor:
+    """log (1/M) sum_m softmax_{pos(i)}(z_i^(m) . z_k^(m) / tau + log w_ik) for each anchor i.
 
-    z: (M, 2n, D) draws of all views a then all views b; anchors: (A,) rows of z, None = all. Returns (A,).
+    z: (M, 2n, D) draws of all views a then all views b; anchors: (A,) rows of z, None = all (the only
+    choice with ``log_weight``, (2n, 2n)). Returns (A,).
     """
     samples, two_n, _ = z.shape
     n = two_n // 2
     if anchors is None:
         anchors = torch.arange(two_n, device=z.device)
         logits = torch.einsum("mad,mjd->maj", z, z) / temperature  # (M, 2n, 2n)
+        if log_weight is not None:
+            logits = logits + _checked_weight(log_weight, two_n)  # broadcast over the M draws
     else:
         logits = torch.einsum("mad,mjd->maj", z[:, anchors], z) / temperature  # (M, A, 2n)
     self_mask = anchors.view(-1, 1) == torch.arange(two_n, device=z.device).view(1, -1)  # (A, 2n): k != i
@@ -118,7 +136,7 @@ def mc_infonce_from_samples(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) 
 
 def mc_infonce(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
-    kl_weight: float = 0.0, posterior: str = "power_spherical",
+    kl_weight: float = 0.0, posterior: str = "power_spherical", log_weight: Tensor | None = None,
 ) -> Tensor:
     """Monte-Carlo InfoNCE likelihood (after Kirchhof et al., ICML 2023), the mean over 2N anchors.
 
@@ -129,7 +147,7 @@ def mc_infonce(
     the embeddings: p_i = E_z[softmax_{pos(i)}], estimated with ``samples`` draws of every embedding, so
     loss_i = -log( (1/M) sum_m exp(log p_i^(m)) ), computed with logsumexp. As kappa -> infinity every draw is
     mu and the loss is exactly ``nt_xent(mu_a, mu_b, temperature)``. See docs/probabilistic_loss.md.
-    mu_*: (N, D) unit vectors; kappa_*: (N,) > 0.
+    mu_*: (N, D) unit vectors; kappa_*: (N,) > 0. ``log_weight``: as in :func:`nt_xent`.
     """
     _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     n = mu_a.shape[0]
@@ -137,7 +155,7 @@ def mc_infonce(
         raise ValueError(f"mc_infonce needs N >= 2 pairs, got N = {n}")
     q = _posterior(mu_a, kappa_a, mu_b, kappa_b, posterior)  # over (2N, D)
     z = q.rsample(torch.Size([samples]))  # (M, 2N, D)
-    log_lik = _mc_log_likelihood(z, None, temperature)  # (2N,)
+    log_lik = _mc_log_likelihood(z, None, temperature, log_weight)  # (2N,)
     if kl_weight == 0:
         return -log_lik.mean()
     return -log_lik.mean() + kl_weight * q.kl_to_uniform().mean()
@@ -145,7 +163,7 @@ def mc_infonce(
 
 def mc_infonce_global(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, samples: int = 8,
-    kl_weight: float = 0.0, posterior: str = "power_spherical",
+    kl_weight: float = 0.0, posterior: str = "power_spherical", log_weight: Tensor | None = None,
 ) -> Tensor:
     """:func:`mc_infonce` over the global batch of all ranks, for this rank's anchors, scaled for DDP.
 
@@ -156,8 +174,8 @@ def mc_infonce_global(
     """
 
     info = dist_info()
-    if info.world == 1:
-        return mc_infonce(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight, posterior)
+    if info.world == 1 or log_weight is not None:
+        return mc_infonce(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight, posterior, log_weight)
     _check_mc_args(mu_a, kappa_a, mu_b, kappa_b, temperature, samples, kl_weight)
     b = mu_a.shape[0]
     q = _posterior(mu_a, kappa_a, mu_b, kappa_b, posterior)
@@ -182,6 +200,7 @@ def shrinkage(kappa: Tensor, dim: int) -> Tensor:
 
 def shrinkage_nt_xent_global(
     mu_a: Tensor, kappa_a: Tensor, mu_b: Tensor, kappa_b: Tensor, temperature: float = 0.5, kl_weight: float = 0.0,
+    log_weight: Tensor | None = None,
 ) -> Tensor:
     """The deterministic baseline of ``mc_infonce``: kappa used only as a learned per-view temperature.
 
@@ -194,7 +213,7 @@ def shrinkage_nt_xent_global(
     dim = mu_a.shape[1]
     m_a = F.normalize(mu_a.float(), dim=1) * shrinkage(kappa_a.float(), dim).unsqueeze(1)  # (N, D)
     m_b = F.normalize(mu_b.float(), dim=1) * shrinkage(kappa_b.float(), dim).unsqueeze(1)
-    loss = nt_xent_global(m_a, m_b, temperature, normalize=False)
+    loss = nt_xent_global(m_a, m_b, temperature, normalize=False, log_weight=log_weight)
     if kl_weight == 0:
         return loss
     kl = _posterior(mu_a, kappa_a, mu_b, kappa_b).kl_to_uniform().mean()  # this rank's views

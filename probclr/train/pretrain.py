@@ -25,13 +25,15 @@ from torch import Tensor, nn
 from probclr.config import Config, merge
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
+from probclr.data.pairs import SoftLabelPairs, pair_generator
 from probclr.data.residency import AHEAD, BatchSource, batches, make_source
 from probclr.data.sampler import BatchSampler
 from probclr.data.sources import load_splits
 from probclr.data.splits import Splits
 from probclr.device import make_generator, resolve_device
 from probclr.distributed import DistInfo, dist_info, init_from_env, mean_over_ranks, owned_process_group
-from probclr.errors import ConfigError, ProbclrError
+from probclr.errors import ConfigError, DataError, ProbclrError
+from probclr.io import read_json
 from probclr.model.backbones import channel_stats, resolve_stem
 from probclr.model.build import build_model
 from probclr.model.forward import as_float_rgb, embed
@@ -43,7 +45,7 @@ from probclr.train.loggers import Loggers, check_loggers
 from probclr.train.monitor import KNNMonitor, monitor_interval
 from probclr.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from probclr.train.state import EpochState, TrainingError, TrainState
-from probclr.train.step import Phase, StepModel, phase_of, train_step, two_views
+from probclr.train.step import Phase, StepModel, pair_views, phase_of, train_step, two_views
 from probclr.train.syncbn import convert_to_global_bn
 
 __all__ = ["PretrainResult", "Progress", "Stopped", "TrainingError", "pretrain"]
@@ -114,6 +116,8 @@ def check_world(cfg: Config, info: DistInfo) -> None:
                           f" use a multiple of {info.world}")
     if cfg.optim.grad_cache_chunk:
         raise ConfigError("optim.grad_cache_chunk with several processes is not supported; use one or the other")
+    if cfg.data.pairs == "soft_labels":
+        raise ConfigError("data.pairs soft_labels with several processes is not supported; train on one process")
 
 
 def _finite_everywhere(loss: Tensor) -> bool:
@@ -209,6 +213,7 @@ class Data(NamedTuple):
     sample: Tensor  # (2, C, H, W) on the device, for the dry forward pass
     splits: Splits  # every split, decoded
     residency: str  # device | host | stream | encoded
+    pairs: SoftLabelPairs | None = None  # data.pairs soft_labels: each anchor's partner is drawn by soft labels
 
     def drop_decoded(self) -> Data:
         """With the images streamed from disk, let the decoded pretraining and label-pool images go."""
@@ -231,8 +236,9 @@ def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
     cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(images.shape[-1])))
     rows = splits.pretrain_rows
     sample = images[rows[:2] if rows is not None else torch.arange(2)].to(device)  # (2, C, H, W) canonical first two
+    pairs = SoftLabelPairs.load(cfg.data.soft_labels or "", n, device) if cfg.data.pairs == "soft_labels" else None
     source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data), rows)
-    return Data(source, n, mean, std, sample, splits, residency), cfg
+    return Data(source, n, mean, std, sample, splits, residency, pairs), cfg
 
 
 def place_model(cfg: Config, data: Data, device: torch.device, info: DistInfo) -> tuple[SimCLRModel, nn.Module]:
@@ -322,8 +328,9 @@ def _pretrain(
     state = TrainState(run, cfg, model, opt, gen, schedule.steps_per_epoch, info.is_main)
     if resume:
         state.restore()
+        _check_same_soft_labels(run, data.pairs)
     elif info.is_main:
-        run.write_header(cfg, provenance(device, command))
+        run.write_header(cfg, {**provenance(device, command), **_pairs_record(data.pairs)})
     loggers = Loggers(cfg, run.root, enabled=info.is_main)
     if not resume:
         state.checkpoint(0)  # the initial weights: epoch 0 doubles as the random-encoder baseline
@@ -338,6 +345,20 @@ def _pretrain(
         log_projector(loggers, model, data.splits)
     loggers.close()
     return PretrainResult(run.root, cfg.optim.epochs, state.step, state.last_loss, time.perf_counter() - t_start)
+
+
+def _pairs_record(pairs: SoftLabelPairs | None) -> dict[str, str]:
+    return {"soft_labels_sha256": pairs.sha256} if pairs is not None else {}
+
+
+def _check_same_soft_labels(run: RunDir, pairs: SoftLabelPairs | None) -> None:
+    """A resumed run draws its partners from the soft labels it started with, or refuses in one line."""
+    if pairs is None:
+        return
+    was = read_json(run.provenance_path, "the run's provenance").get("soft_labels_sha256")
+    if was != pairs.sha256:
+        raise DataError(f"data.soft_labels now has sha256 {pairs.sha256[:12]}… but the run started with"
+                        f" {str(was)[:12]}…; resume with the same file, or start a new run (another --out)")
 
 
 def _device_and_world(cfg: Config) -> tuple[torch.device, DistInfo]:
@@ -370,8 +391,8 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
     ep = state.begin_epoch(loop.data.n, loop.device, sampler)
     aug_gen = _epoch_generator(loop, epoch, state.gen)
     phase = phase_of(cfg, epoch)
-    feed = batches(loop.data.source, lambda s: sampler.indices(ep.perm, s), range(ep.first, spe),
-                   ahead=loop.data.residency in AHEAD)
+    feed = batches(loop.data.source, lambda s: _step_rows(loop, sampler.indices(ep.perm, s), epoch, s),
+                   range(ep.first, spe), ahead=loop.data.residency in AHEAD)
     with closing(feed):  # a stop or an error mid-epoch ends the prefetch thread
         _steps(loop, state, ep, epoch, feed, aug_gen, phase, stop, t0)
     _end_epoch(loop, state, ep, epoch, time.perf_counter() - t0)
@@ -379,14 +400,34 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
         raise Stopped(stop.signal, state.step, state.last)  # (or in a one-step epoch) stops here, epoch saved
 
 
+def _step_rows(loop: Loop, anchors: Tensor, epoch: int, step: int) -> Tensor:
+    """The rows a step reads: its anchors (B,), or with soft-label pairs anchors then partners (2B,)."""
+    pairs = loop.data.pairs
+    if pairs is None:
+        return anchors
+    return torch.cat([anchors, pairs.partners(anchors, pair_generator(loop.device, loop.cfg.run.seed, epoch, step))])
+
+
+def _views(loop: Loop, x: Tensor, rows: Tensor, aug_gen: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """A step's 2B views and, with soft-label pairs, the log weights of its negatives (2B, 2B)."""
+    pairs = loop.data.pairs
+    if pairs is None:
+        return two_views(loop.aug, x, aug_gen), None
+    b = rows.shape[0] // 2
+    return pair_views(loop.aug, x, aug_gen), pairs.negative_log_weights(rows[:b], rows[b:])
+
+
 def _steps(loop: Loop, state: TrainState, ep: EpochState, epoch: int, feed: Iterator[tuple[int, Tensor]],
            aug_gen: torch.Generator, phase: Phase, stop: StopSignal, t0: float) -> None:
     """The epoch's steps over ``feed`` (step, uint8 batch); checkpoints and raises Stopped on a signal."""
     cfg, spe = loop.cfg, loop.schedule.steps_per_epoch
-    for i, x in feed:  # x: (B / world, C, H, W) uint8, this rank's share of the global batch
+    sampler = BatchSampler(cfg.optim.batch_size, loop.info.rank, loop.info.world)
+    for i, x in feed:  # x: (B / world, C, H, W) uint8, this rank's share of the global batch (2B with pairs)
         lr = loop.schedule.lr(state.step)
         set_lr(loop.opt, lr)
-        loss, kappa = train_step(loop.step, two_views(loop.aug, x, aug_gen), loop.opt, phase)
+        rows = _step_rows(loop, sampler.indices(ep.perm, i), epoch, i)  # the rows x was read from
+        views, log_weight = _views(loop, x, rows, aug_gen)
+        loss, kappa = train_step(loop.step, views, loop.opt, phase, log_weight)
         if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update
             state.skip(ep, epoch)
             continue

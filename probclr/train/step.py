@@ -55,23 +55,26 @@ def _detach(out: HeadOutput, phase: Phase) -> HeadOutput:
     return out
 
 
-def contrastive_loss(out: HeadOutput, cfg: Config, phase: Phase = "joint") -> tuple[Tensor, Tensor | None]:
+def contrastive_loss(out: HeadOutput, cfg: Config, phase: Phase = "joint",
+                     log_weight: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """The configured loss on the head output of 2B stacked views; also the kappas, if any (2B,).
     With several processes both losses contrast against the global batch (``*_global``). ``phase`` detaches
-    kappa ("mu": only mu is trained) or mu ("kappa") of the probabilistic head."""
+    kappa ("mu": only mu is trained) or mu ("kappa") of the probabilistic head. ``log_weight`` (2B, 2B):
+    label-aware negatives of soft-label pairs (probclr.data.pairs), None = every other view counts fully."""
     if out.kappa is not None:
         out = _detach(out, phase)
         assert out.kappa is not None
         mu_a, mu_b = out.mu.chunk(2)  # (B, P) unit each
         k_a, k_b = out.kappa.chunk(2)  # (B,) each
         if cfg.loss.name == "shrinkage":
-            loss = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.kl_weight)
+            loss = shrinkage_nt_xent_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.kl_weight,
+                                            log_weight)
         else:
             loss = mc_infonce_global(mu_a, k_a, mu_b, k_b, cfg.loss.temperature, cfg.loss.samples, cfg.loss.kl_weight,
-                                     cfg.loss.posterior)
+                                     cfg.loss.posterior, log_weight)
         return loss, out.kappa.detach()
     z_a, z_b = out.proj.float().chunk(2)  # (B, P) each
-    return nt_xent_global(z_a, z_b, cfg.loss.temperature), None
+    return nt_xent_global(z_a, z_b, cfg.loss.temperature, log_weight=log_weight), None
 
 
 def two_views(aug: SimCLRAugment, x: Tensor, gen: torch.Generator) -> Tensor:
@@ -79,12 +82,19 @@ def two_views(aug: SimCLRAugment, x: Tensor, gen: torch.Generator) -> Tensor:
     return torch.cat([aug(x, gen), aug(x, gen)])
 
 
+def pair_views(aug: SimCLRAugment, x: Tensor, gen: torch.Generator) -> Tensor:
+    """uint8 (2B, C, H, W), B anchors then their B partners -> float (2B, 3, S, S): one view of each."""
+    b = x.shape[0] // 2
+    return torch.cat([aug(x[:b], gen), aug(x[b:], gen)])
+
+
 def train_step(
-    m: StepModel, views: Tensor, opt: torch.optim.Optimizer, phase: Phase = "joint"
+    m: StepModel, views: Tensor, opt: torch.optim.Optimizer, phase: Phase = "joint",
+    log_weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Gradients of the contrastive loss of ``views`` (2B, 3, S, S) in the model's parameters (the full
     batch's exact gradient chunk by chunk with ``optim.grad_cache_chunk``); returns the loss and the kappas.
-    ``phase``: see :func:`contrastive_loss`."""
+    ``phase``, ``log_weight``: see :func:`contrastive_loss`."""
     cfg = m.cfg
     if cfg.run.channels_last:
         views = views.contiguous(memory_format=torch.channels_last)
@@ -95,8 +105,8 @@ def train_step(
 
     opt.zero_grad(set_to_none=True)
     if cfg.optim.grad_cache_chunk:
-        return grad_cached_backward(m.model, head, views, lambda o: contrastive_loss(o, cfg, phase),
+        return grad_cached_backward(m.model, head, views, lambda o: contrastive_loss(o, cfg, phase, log_weight),
                                     cfg.optim.grad_cache_chunk)
-    loss, kappa = contrastive_loss(head(views), cfg, phase)
+    loss, kappa = contrastive_loss(head(views), cfg, phase, log_weight)
     loss.backward()
     return loss, kappa

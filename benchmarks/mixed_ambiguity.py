@@ -1,0 +1,134 @@
+"""Real images whose ambiguity is known: CIFAR-10 images blended two by two, with soft labels.
+
+The image-side positive control of ``data.pairs: soft_labels`` (docs/soft_label_pairs.md). Each image of a
+class a is blended with an image of another class b: x = lam * x_a + (1 - lam) * x_b with soft label
+lam * e_a + (1 - lam) * e_b; a share of the images stays unblended (lam = 1, unanimous, as 44 % of
+CIFAR-10H is). Pretraining draws each anchor's positive from these soft labels; the test images are blended
+the same way from the CIFAR-10 *test* images, so that whether a certainty score ranks the known ambiguity
+-H(soft label) is measured on images no run has seen.
+
+    python benchmarks/mixed_ambiguity.py build --data ../shared/data/cifar10-jpeg --out DIR [--train 5000]
+    python benchmarks/mixed_ambiguity.py score RUN... --mixed DIR [--split val|test] [--json OUT]
+
+``build`` writes DIR/{train,val,test}/<class>/*.png (train and val from disjoint CIFAR-10 training images,
+test from the test images), DIR/soft_labels.npy (one row per training image in the sorted order probclr
+reads the folder) and DIR/{train,val,test}_truth.npy. ``score`` prints, per run, Spearman of each label-free
+certainty (kappa, ||proj||, ||h||) with -H(soft label) on the blended images of ``--split`` (val: for
+choices; test: for the reported number), which no run trains on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.stats import spearmanr
+
+from probclr.data.folders import list_image_folder, read_image_folder
+from probclr.eval.embeddings import embed_images
+from probclr.eval.frozen_model import load_model
+
+UNANIMOUS = 0.4  # share of images left unblended (lam = 1)
+LAM_RANGE = (0.5, 0.95)  # lam of a blended image, uniform
+
+
+def blend_folder(paths: list[Path], pools: list[np.ndarray], out: Path, seed: int) -> None:
+    """Every image of ``pools`` (per class: rows of ``paths``) blended with an image of another class of the
+    same pools, written as PNG to ``out/<class>/``; the soft labels, in the order probclr lists the folder, to
+    ``out/../<out.name>_truth.npy``."""
+    rng = np.random.default_rng(seed)
+    classes = sorted({p.parent.name for p in paths})
+    made: dict[Path, np.ndarray] = {}
+    for k, name in enumerate(classes):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i, row in enumerate(pools[k]):
+            other = int(rng.choice([c for c in range(len(classes)) if c != k]))
+            partner = int(rng.choice(pools[other]))
+            lam = 1.0 if rng.random() < UNANIMOUS else float(rng.uniform(*LAM_RANGE))
+            x_a = np.asarray(Image.open(paths[row]).convert("RGB"), dtype=np.float64)  # (H, W, 3)
+            x_b = np.asarray(Image.open(paths[partner]).convert("RGB"), dtype=np.float64)
+            x = np.clip(np.rint(lam * x_a + (1 - lam) * x_b), 0, 255).astype(np.uint8)
+            file = out / name / f"{i:05d}.png"
+            Image.fromarray(x).save(file)
+            made[file] = np.zeros(len(classes))
+            made[file][k] += lam
+            made[file][other] += 1 - lam
+    files, _, _ = list_image_folder(out)  # the order probclr reads the folder in
+    np.save(out.parent / f"{out.name}_truth.npy", np.stack([made[f] for f in files]))
+
+
+def pools_of(labels: np.ndarray, sizes: list[int], seed: int) -> list[list[np.ndarray]]:
+    """Disjoint per-class pools of rows: ``sizes[s] // 10`` images of each class for each part s."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in sizes]
+    for k in range(int(labels.max()) + 1):
+        rows = rng.permutation(np.flatnonzero(labels == k))
+        start = 0
+        for s, size in enumerate(sizes):
+            parts[s].append(rows[start:start + size // 10])
+            start += size // 10
+    return parts
+
+
+def build(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.exists():
+        sys.exit(f"error: {str(out)!r} exists; give a new folder")
+    data = Path(args.data)
+    paths, labels, _ = list_image_folder(data / "train")
+    train, val = pools_of(np.asarray(labels), [args.train, args.val], seed=0)
+    blend_folder(paths, train, out / "train", seed=1)
+    blend_folder(paths, val, out / "val", seed=2)
+    paths, labels, _ = list_image_folder(data / "test")
+    (test,) = pools_of(np.asarray(labels), [args.test], seed=3)
+    blend_folder(paths, test, out / "test", seed=4)
+    np.save(out / "soft_labels.npy", np.load(out / "train_truth.npy"))
+    print(f"wrote {out}: {args.train} training, {args.val} validation and {args.test} test images, soft_labels.npy")
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row of ``p`` (N, C)."""
+    q = np.where(p > 0, p, 1.0)
+    return -(p * np.log(q)).sum(axis=1)
+
+
+def score(args: argparse.Namespace) -> None:
+    rows = []
+    for run in map(Path, args.runs):
+        mixed = Path(args.mixed)
+        images, truth = read_image_folder(mixed / args.split, None).images, np.load(mixed / f"{args.split}_truth.npy")
+        e = embed_images(load_model(run / "checkpoints" / "last.pt"), images)
+        certainty = -entropy(truth)
+        row: dict[str, object] = {"run": run.name, "split": args.split, "images": int(images.shape[0])}
+        for name, s in e.label_free().items():
+            row[f"spearman_{name}"] = float(spearmanr(s.numpy(), certainty).statistic)
+        rows.append(row)
+        print(json.dumps(row))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--data", required=True, help="CIFAR-10 as image folders (train/, test/)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--train", type=int, default=5000)
+    b.add_argument("--val", type=int, default=2000)
+    b.add_argument("--test", type=int, default=2000)
+    s = sub.add_parser("score")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--mixed", required=True)
+    s.add_argument("--split", choices=("val", "test"), default="val")
+    s.add_argument("--json")
+    args = p.parse_args()
+    build(args) if args.cmd == "build" else score(args)
+
+
+if __name__ == "__main__":
+    main()
