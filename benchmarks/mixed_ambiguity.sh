@@ -18,7 +18,7 @@ for s in $seeds; do
     [ -f "$run/scores.json" ] && continue
     case $m in
       prob-soft) flags=(--new-loss "${soft[@]}") ;;
-      shrink-soft) flags=(--new-loss --set loss.name=shrinkage "${soft[@]}") ;;
+      shrink-soft) flags=(--set loss.name=shrinkage "${soft[@]}") ;;
       simclr-soft) flags=("${soft[@]}") ;;
       prob-aug) flags=(--new-loss) ;;
     esac
