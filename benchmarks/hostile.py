@@ -315,6 +315,38 @@ def tool_cases(t: Path, run: Path) -> list[Case]:
                  tuple(t / f"x{i}" for i in range(1, 7)), run if a[0] != "sweep" else None) for a, e in opts]
 
 
+def soft_label_cases(t: Path) -> list[Case]:
+    """Soft-label pairs given what they cannot use: files of the wrong shape, values, type, or a missing one."""
+    n = 1442  # the digits' pretraining images
+    good = np.full((n, 10), 0.1)
+    arrays = {"rows": good[:10], "one-class": good[:, :1], "negative": np.where(good > 0, -0.1, 0),
+              "nan": np.full((n, 10), np.nan), "sums": good * 3, "strings": np.array([["a"] * 10] * n)}
+    cases = []
+    for name, arr in arrays.items():
+        path = t / "soft" / f"{name}.npy"
+        path.parent.mkdir(exist_ok=True)
+        np.save(path, arr)
+        cases.append((["--set", f"data.soft_labels={path}"], "data.soft_labels"))
+    (t / "soft" / "junk.npy").write_bytes(b"\x93NUMPY garbage")
+    cases += [(["--set", f"data.soft_labels={t / 'soft' / 'junk.npy'}"], "not a readable .npy"),
+              (["--set", f"data.soft_labels={t / 'soft' / 'absent.npy'}"], "is not a file"),
+              (["--set", f"data.soft_labels={t / 'soft'}"], "is not a file"),
+              ([], "needs data.soft_labels"),
+              (["--set", f"data.soft_labels={t / 'soft' / 'rows.npy'}", "--set", "data.train_limit=200"],
+               "data.train_limit")]
+    out = []
+    for i, (extra, expect) in enumerate(cases):
+        run = t / f"soft-run-{i}"
+        out.append(Case("soft-label pairs given what they cannot use",
+                        ["pretrain", "--epochs", "1", "--set", "data.pairs=soft_labels", *extra, "--out", str(run)],
+                        expect, (run,)))
+    run = t / "soft-run-augment"
+    out.append(Case("soft-label pairs given what they cannot use",
+                    ["pretrain", "--set", f"data.soft_labels={t / 'soft' / 'rows.npy'}", "--out", str(run)],
+                    "set data.pairs=soft_labels", (run,)))
+    return out
+
+
 def campaign() -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
     """Run every case in a fresh temporary folder: outcome counts per class, and the cases not handled."""
     t = Path(tempfile.mkdtemp(prefix="hostile-"))
@@ -326,7 +358,7 @@ def campaign() -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
                                   "model.convnet_widths=[8, 16]", "--set", "model.proj_dim=16", "--out", str(run)])
         assert res.exit_code == 0, res.output
         cases = (config_cases(t) + reader_cases(t, run) + damaged_cases(t, run) + sweep_cases(t) + data_cases(t)
-                 + option_cases(t, run) + ambiguous_config_cases(t) + tool_cases(t, run))
+                 + option_cases(t, run) + ambiguous_config_cases(t) + tool_cases(t, run) + soft_label_cases(t))
         outcomes: dict[str, Counter] = {}
         failures = []
         for case in cases:
