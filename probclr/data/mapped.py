@@ -226,7 +226,9 @@ class MappedSplits(FolderEntry):
         if plan.test_paths:
             decode_to_npy(plan.test_paths, self.cfg.image_size, self.dir / "test.npy")
         meta = {"train_labels": plan.train_labels, "test_labels": plan.test_labels, "classes": list(plan.classes),
-                "n_pool": plan.n_pool, "has_pool": plan.has_pool, "pretrain_rows": plan.pretrain_rows}
+                "n_pool": plan.n_pool, "has_pool": plan.has_pool, "pretrain_rows": plan.pretrain_rows,
+                "files": {name: file_stamp(self.dir / name) for name in ("train.npy", "test.npy")
+                          if (self.dir / name).is_file()}}
         atomic_torch_save(self.dir / "meta.pt", meta)
 
     def _get(self) -> Splits | None:
@@ -236,9 +238,26 @@ class MappedSplits(FolderEntry):
             test = open_mapped(self.dir / "test.npy") if meta["test_labels"].numel() else full[:0]
         except Exception:  # noqa: BLE001 - a missing or damaged entry is rebuilt, never trusted
             return None
-        if not consistent(meta, full.shape[0], test.shape[0]):
+        if not consistent(meta, full.shape[0], test.shape[0]) or not self._unchanged(meta):
             return None
         return splits_of(meta, full, test, lambda t, a, b: t[a:b])
+
+    def _unchanged(self, meta: dict[str, Any]) -> bool:
+        """Whether the image files are the ones the entry wrote (size and modification time as recorded):
+        a file written to since — zeroed, truncated and regrown, replaced — is rebuilt, never trained on."""
+        files = meta.get("files")
+        if not isinstance(files, dict) or "train.npy" not in files:
+            return False
+        return all(file_stamp(self.dir / name) == stamp for name, stamp in files.items())
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of a file; (-1, -1) when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def consistent(meta: dict[str, Any], n_train: int, n_test: int) -> bool:

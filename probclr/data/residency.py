@@ -143,12 +143,27 @@ def batches(source: BatchSource, index: Callable[[int], Tensor], steps: range,
             yield i, x
 
 
-def memmap_file(images: Tensor, cache_dir: Path) -> Path:
-    """The images as an ``.npy`` file under ``cache_dir``, named by their contents (written once)."""
+def _images_digest(images: Tensor | np.ndarray) -> str:
     h = hashlib.sha256(f"{tuple(images.shape)}".encode())
-    h.update(memoryview(images.contiguous().numpy()).cast("B"))
-    path = Path(cache_dir) / f"stream-{h.hexdigest()[:20]}.npy"
-    if not path.is_file():
+    h.update(np.ascontiguousarray(images))
+    return h.hexdigest()[:20]
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """Whether the ``.npy`` file at ``path`` holds the images its name promises (a zeroed or rewritten file
+    does not: it is rewritten, never trained on)."""
+    try:
+        return _images_digest(np.load(path, mmap_mode="r")) == digest
+    except (OSError, ValueError):
+        return False
+
+
+def memmap_file(images: Tensor, cache_dir: Path) -> Path:
+    """The images as an ``.npy`` file under ``cache_dir``, named by their contents (written once; its
+    contents checked against the name before each use)."""
+    digest = _images_digest(images.contiguous().numpy())
+    path = Path(cache_dir) / f"stream-{digest}.npy"
+    if not (path.is_file() and _holds(path, digest)):
         import io
 
         buf = io.BytesIO()

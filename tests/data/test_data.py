@@ -262,3 +262,23 @@ def test_a_relative_data_dir_is_recorded_absolute(tmp_path, monkeypatch):
     pretrain(cfg, tmp_path / "run")
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["data"]["data_dir"] == str(tmp_path / "imgs")  # another folder's evaluate reads the same images
+
+
+def test_a_changed_or_foreign_cache_entry_is_rebuilt_never_trusted(tmp_path, monkeypatch):
+    """An entry whose images were changed after writing (zeroed, poisoned) or another source's entry copied
+    under this key is valid to torch.load; its recorded key and sha256 refuse it, and the folder is re-read."""
+    monkeypatch.setenv("PROBCLR_CACHE_DIR", str(tmp_path / "cache"))
+    for name, start in (("one", 0), ("two", 40)):
+        write_images(tmp_path / name / "a", 3, start=start)
+        write_images(tmp_path / name / "b", 3, start=start + 10)
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "one"))
+    truth = load_splits(cfg).pretrain.images.clone()
+    (entry,) = (tmp_path / "cache").glob("*.pt")
+    d = torch.load(entry, weights_only=True)
+    d["train.images"] = torch.zeros_like(d["train.images"])  # zeroed, keeping the key and the old digest
+    torch.save(d, entry)
+    assert torch.equal(load_splits(cfg).pretrain.images, truth)
+    load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "two")))
+    (other,) = [p for p in (tmp_path / "cache").glob("*.pt") if p != entry]
+    entry.write_bytes(other.read_bytes())  # another source's valid entry under this key
+    assert torch.equal(load_splits(cfg).pretrain.images, truth)

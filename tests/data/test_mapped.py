@@ -179,3 +179,33 @@ def test_a_truncated_map_is_an_error_not_a_hang(tmp_path):
         fh.truncate(path.stat().st_size - 100)  # the last image loses 100 bytes after the map was opened
     with pytest.raises(DataError, match="ends early"):
         list(mapped.chunks(s.pretrain.images, 4))
+
+
+def test_a_zeroed_mapped_file_is_rebuilt_never_trained_on(tmp_path):
+    """Zero the pixels of a memory-mapped entry after it was written (the header stays valid): the next load
+    sees the file changed since the entry recorded it and decodes the folder again."""
+    _split_folder(tmp_path / "imgs")
+    cfg = _cfg(tmp_path, tmp_path / "imgs", "stream")
+    first = load_splits(cfg)
+    truth = first.pretrain.images.clone()
+    entry = mapped.MappedSplits(cfg, "imagefolder-split", tmp_path / "imgs")
+    path = entry.dir / "train.npy"
+    _, offset = mapped.npy_header(path)
+    del first
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes(path.stat().st_size - offset))
+    assert torch.equal(load_splits(cfg).pretrain.images, truth)
+
+
+def test_a_zeroed_stream_file_is_rewritten(tmp_path):
+    from probclr.data.residency import memmap_file
+
+    images = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8)
+    path = memmap_file(images, tmp_path)
+    _, offset = mapped.npy_header(path)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes(images.numel()))
+    assert memmap_file(images, tmp_path) == path
+    assert torch.equal(torch.from_numpy(np.load(path)), images)
