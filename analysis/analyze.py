@@ -19,7 +19,7 @@ from analysis.measures.embedding_maps import MIN_MAP_POINTS, check_map_methods, 
 from analysis.measures.human_labels import align, human_entropy, load_cifar10h
 from analysis.measures.kappa_probe import heldout_kappa_temperature
 from analysis.measures.retrieval import r_auroc, retrieval
-from analysis.measures.uncertainty import auroc, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
+from analysis.measures.uncertainty import auroc_or_nan, baseline_certainties, partial_spearman, risk_coverage, spearman_ci
 from analysis.reports import figures
 from probclr.config import Config, merge
 from probclr.data.fractions import label_subset
@@ -90,7 +90,7 @@ def probe_analysis(
                       "knn_agreement": knn.gather(1, probs.argmax(1, keepdim=True)).squeeze(1).double()}
             for name, c in scores.items():
                 unc.append({"score": name, "fraction": fraction, "seed": seed, "error_rate": float(error.mean()),
-                            "auroc": auroc(-c, error), "aurc": risk_coverage(c, error).aurc})
+                            "auroc": auroc_or_nan(-c, error), "aurc": risk_coverage(c, error).aurc})
             if seed == 0 and fraction == max(ev.fractions):
                 probe_for_ambiguity = probe
     if probe_for_ambiguity is None:  # the largest fraction has seed 0 whenever eval.seeds >= 1
@@ -112,7 +112,7 @@ def human_table(
     for name, s in scores.items():
         c = spearman_ci(s, -entropy)
         rows.append({"score": name, "uses_labels": name not in label_free, "rho": c.rho, "low": c.low,
-                     "high": c.high, "n": c.n, "auroc_not_unanimous": auroc(-s, split)})
+                     "high": c.high, "n": c.n, "auroc_not_unanimous": auroc_or_nan(-s, split)})
     for given in ("feature_norm", "proj_norm"):  # what kappa adds once each free norm is known
         if "kappa" in scores and given in scores:
             rows.append({"score": f"kappa | {given} (partial)", "uses_labels": False, "n": int(entropy.numel()),

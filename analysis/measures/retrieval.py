@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analysis.measures.uncertainty import auroc
+from analysis.measures.uncertainty import auroc_or_nan
 
 
 class Retrieval(NamedTuple):
@@ -48,5 +48,6 @@ def retrieval(emb: Tensor, labels: Tensor, chunk: int = 512) -> Retrieval:
 
 
 def r_auroc(certainty: Tensor, nn_correct: Tensor) -> float:
-    """AUROC of ``certainty`` for "the nearest neighbour has the same class" (0.5 = chance)."""
-    return auroc(certainty, nn_correct)
+    """AUROC of ``certainty`` for "the nearest neighbour has the same class" (0.5 = chance); NaN where every
+    neighbour is right or every one wrong."""
+    return auroc_or_nan(certainty, nn_correct)

@@ -29,6 +29,13 @@ def auroc(scores: Tensor | np.ndarray, positive: Tensor | np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auroc_or_nan(scores: Tensor | np.ndarray, positive: Tensor | np.ndarray) -> float:
+    """:func:`auroc`, or NaN where it is undefined (no positive or no negative: every image right, or every
+    one wrong, as on a handful of images); an analysis records it as missing instead of failing."""
+    y = _np(positive).astype(bool)
+    return auroc(scores, y) if 0 < int(y.sum()) < y.size else float("nan")
+
+
 class RiskCoverage(NamedTuple):
     """The risk-coverage curve of a certainty score and its area (AURC)."""
     coverage: np.ndarray  # (N,) fraction of samples kept, most certain first
@@ -58,14 +65,16 @@ def spearman_ci(
     x: Tensor | np.ndarray, y: Tensor | np.ndarray, groups: Tensor | np.ndarray | None = None,
     boots: int = 200, seed: int = 0,
 ) -> Correlation:
-    """Spearman's rho of x and y with a 95 % bootstrap interval.
+    """Spearman's rho of x and y with a 95 % bootstrap interval (all NaN on fewer than 3 pairs: undefined).
 
     ``groups`` (e.g. the image index when each image appears at several severities) makes it a cluster
     bootstrap: whole groups are resampled, since pairs within a group are not independent.
     """
     a, b = _np(x), _np(y)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
-        raise ValueError(f"need two 1-D arrays of equal length >= 3, got shapes {a.shape} and {b.shape}")
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two 1-D arrays of equal length, got shapes {a.shape} and {b.shape}")
+    if len(a) < 3:  # undefined on fewer than 3 pairs: missing in the tables, not a failed analysis
+        return Correlation(float("nan"), float("nan"), float("nan"), len(a))
     rho = float(stats.spearmanr(a, b).statistic)
     rng = np.random.default_rng(seed)
     if groups is None:
@@ -81,9 +90,10 @@ def spearman_ci(
         chosen = rng.integers(0, len(uniq), (boots, len(uniq)))
         idx_all = by_group[chosen].reshape(boots, -1)
     reps = np.empty(boots)
-    for r in range(boots):
-        idx = idx_all[r]
-        reps[r] = np.corrcoef(stats.rankdata(a[idx]), stats.rankdata(b[idx]))[0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of constant ranks is NaN, skipped below
+        for r in range(boots):
+            idx = idx_all[r]
+            reps[r] = np.corrcoef(stats.rankdata(a[idx]), stats.rankdata(b[idx]))[0, 1]
     low, high = np.nanpercentile(reps, [2.5, 97.5])
     return Correlation(rho, float(low), float(high), len(a))
 

@@ -141,7 +141,12 @@ def kappa_verdict(unc: pd.DataFrame) -> str:
     lines = []
     for f, d in unc.groupby("fraction"):
         means = d.groupby("score")["auroc"].mean()
-        best_other = means.drop("kappa").idxmax()
+        others = means.drop("kappa").dropna()
+        if others.empty or pd.isna(means["kappa"]):  # every image right (or wrong): AUROC undefined
+            lines.append(f"at {100 * f:g} % labels misclassification AUROC is undefined (no error, or no correct"
+                         " prediction, among the evaluated images)")
+            continue
+        best_other = others.idxmax()
         k, o = means["kappa"], means[best_other]
         verdict = "beats" if k > o else "does NOT beat"
         lines.append(f"at {100 * f:g} % labels κ {verdict} every deterministic score on misclassification AUROC"

@@ -387,3 +387,23 @@ def test_the_report_in_a_real_browser(analysed, tmp_path):
     assert seen["tables"] >= 4 and all(rows >= 2 for rows in seen["table_rows"])
     assert any("Accuracy across label fractions" in h for h in seen["sections"])
     assert (tmp_path / "first_screen.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("images", [2, 6])
+def test_analysis_of_a_handful_of_images_completes_with_undefined_measures_missing(tmp_path, images):
+    """With 2 or 6 test and validation images every probe may be right (or wrong) on all of them, Spearman may
+    have fewer than 3 pairs, and a map may be impossible: the analysis and the report still complete, each
+    undefined measure NaN in its table (a map skipped with its reason, or drawn), never a failed run."""
+    run = tmp_path / "r"
+    ok(["pretrain", "--new-loss", "--epochs", "1", "--batch-size", "64", "--out", str(run), *TINY,
+        "--set", f"data.test_limit={images}", "--set", f"data.val_size={images}"])
+    ok(["embed", "--run", str(run)])
+    for split in ("test", "val"):
+        ok(["analyze", "--run", str(run), "--split", split, "--seeds", "1", "--ambiguity-images", "60"])
+    unc = pd.read_csv(run / "analysis" / "uncertainty.csv")
+    error_rates = unc["error_rate"].to_numpy()
+    undefined = (error_rates == 0) | (error_rates == 1)
+    assert unc["auroc"].isna().to_numpy().tolist() == undefined.tolist()
+    skipped = json.loads((run / "analysis" / "analysis.json").read_text())["skipped"]
+    assert ("embedding maps" in skipped) == (images < 5) != (run / "analysis" / "embedding_map.csv").is_file()
+    ok(["report", str(run), "--out", str(tmp_path / "rep")])
