@@ -9,6 +9,7 @@ the same way from the CIFAR-10 *test* images, so that whether a certainty score 
 
     python benchmarks/mixed_ambiguity.py build --data ../shared/data/cifar10-jpeg --out DIR [--train 5000]
     python benchmarks/mixed_ambiguity.py score RUN... --mixed DIR [--split val|test] [--json OUT]
+    python benchmarks/mixed_ambiguity.py summary OUT_DIR [--split test]     (after mixed_ambiguity.sh)
 
 ``build`` writes DIR/{train,val,test}/<class>/*.png (train and val from disjoint CIFAR-10 training images,
 test from the test images), DIR/soft_labels.npy (one row per training image in the sorted order probclr
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import spearmanr
 
+from analysis.measures.seed_summary import t_interval
 from probclr.data.folders import list_image_folder, read_image_folder
 from probclr.eval.embeddings import embed_images
 from probclr.eval.frozen_model import load_model
@@ -112,6 +114,50 @@ def score(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 
 
+SCORES = {"kappa": "κ", "feature_norm": "‖h‖", "proj_norm": "‖proj‖"}
+
+
+def _scores(out: Path, split: str) -> dict[tuple[str, int], dict[str, float]]:
+    """{(method, seed): {score: Spearman}} from every run folder ``METHOD-sSEED`` of ``out``."""
+    found = {}
+    for f in sorted(out.glob(f"*-s*/scores-{split}.json")):
+        method, seed = f.parent.name.rsplit("-s", 1)
+        row = json.loads(f.read_text())[0]
+        found[(method, int(seed))] = {k: row[f"spearman_{k}"] for k in SCORES if f"spearman_{k}" in row}
+    return found
+
+
+def _ci(values: list[float]) -> str:
+    v = np.asarray(values)
+    if v.size < 2:
+        return f"{v.mean():+.3f} (n = {v.size})"
+    lo, hi = t_interval(v)[1:]
+    return f"{v.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def summary(args: argparse.Namespace) -> None:
+    """Markdown: each method's scores (mean and 95 % t-interval over seeds), then kappa of prob-soft minus
+    every other score, paired by seed."""
+    found = _scores(Path(args.out), args.split)
+    methods = sorted({m for m, _ in found})
+    print(f"Spearman with -H(soft label), {args.split} images, mean [95 % t-interval] over seeds\n")
+    print("| method | seeds | " + " | ".join(SCORES.values()) + " |\n|---|---|" + "---|" * len(SCORES))
+    for m in methods:
+        seeds = sorted(s for mm, s in found if mm == m)
+        cells = [_ci([found[(m, s)][k] for s in seeds]) if k in found[(m, seeds[0])] else "—" for k in SCORES]
+        print(f"| {m} | {len(seeds)} | " + " | ".join(cells) + " |")
+    ref = [(m, s) for m, s in found if m == "prob-soft"]
+    print("\nPaired by seed: κ of prob-soft minus\n\n| score | difference [95 % t-interval] |\n|---|---|")
+    for m in methods:
+        for k, name in SCORES.items():
+            if (m, k) == ("prob-soft", "kappa"):
+                continue
+            pairs = [(found[r]["kappa"], found[(m, r[1])][k]) for r in ref if (m, r[1]) in found
+                     and k in found[(m, r[1])]]
+            if pairs:
+                print(f"| {name} of {m} | {_ci([a - b for a, b in pairs])} (seeds: {len(pairs)}) |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -126,8 +172,11 @@ def main() -> None:
     s.add_argument("--mixed", required=True)
     s.add_argument("--split", choices=("val", "test"), default="val")
     s.add_argument("--json")
+    m = sub.add_parser("summary")
+    m.add_argument("out")
+    m.add_argument("--split", choices=("val", "test"), default="test")
     args = p.parse_args()
-    build(args) if args.cmd == "build" else score(args)
+    {"build": build, "score": score, "summary": summary}[args.cmd](args)
 
 
 if __name__ == "__main__":

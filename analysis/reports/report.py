@@ -57,7 +57,10 @@ class RunInfo:
         self.rows: list[ResultRow] = load_rows(self.results) if self.results else []
         self.name = root.name
         prov = run.provenance_path
-        self.command = str(read_json(prov, "provenance file").get("command", "")) if prov.is_file() else ""
+        record = read_json(prov, "provenance file") if prov.is_file() else {}
+        self.command = str(record.get("command", ""))
+        # positives drawn from soft labels: labels used in pretraining (probclr.data.pairs)
+        self.soft_labels = str(record.get("soft_labels_sha256", ""))
         self.analysis_meta = read_json(self.analysis / "analysis.json", "analysis record") if self.analysis else {}
 
     def monitor(self) -> list[tuple[int, float]]:
@@ -323,6 +326,10 @@ def _monitor(page: Page, runs: list[RunInfo], out: Path) -> None:
 
 def _run_section(page: Page, run: RunInfo) -> None:
     page.section(f"Run <code>{html.escape(run.name)}</code>", f"Run `{run.name}`")
+    if run.soft_labels:
+        note = (f"Positives drawn from soft labels (data.pairs soft_labels, file sha256 {run.soft_labels[:12]}): this"
+                " run used labels in pretraining; compare it apart from the label-free runs.")
+        page.add([f"<p class='note'>{html.escape(note)}</p>"], [note, ""])
     if run.analysis is None:
         where = os.path.relpath(run.root)  # relative to where the report is made, never this machine's absolute path
         page.add([f"<p class='note'>No analysis: run <code>probclr embed --run {html.escape(where)}</code>"

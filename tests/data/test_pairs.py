@@ -18,7 +18,7 @@ from probclr.io import read_jsonl
 from probclr.model.losses import mc_infonce, nt_xent, shrinkage_nt_xent_global
 from probclr.run.checkpoint import load_checkpoint
 from probclr.train.pretrain import Stopped, pretrain
-from tests.clihelp import bad
+from tests.clihelp import bad, ok
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16"]
@@ -161,6 +161,9 @@ def test_soft_labels_change_training_and_a_changed_file_is_refused_on_resume(dig
     pretrain(load_config(None, [*TINY, "loss.name=mc_infonce", "loss.samples=4", "optim.epochs=1"]), tmp_path / "aug")
     soft = read_jsonl(tmp_path / "soft" / "metrics.jsonl")[0]["loss"]
     assert soft != read_jsonl(tmp_path / "aug" / "metrics.jsonl")[0]["loss"]
+    ok(["evaluate", "--run", str(tmp_path / "soft"), "--seeds", "1", "--fraction", "1.0", "--probe", "linear"])
+    ok(["report", str(tmp_path / "soft"), "--out", str(tmp_path / "rep")])
+    assert "used labels in pretraining" in (tmp_path / "rep" / "summary.md").read_text()
     np.save(mine, np.load(mine)[::-1].copy())  # the same path, other contents
     with pytest.raises(DataError, match="resume with the same file"):
         pretrain(_soft_cfg(mine, "optim.epochs=1"), tmp_path / "soft", resume=True)
