@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -121,6 +121,7 @@ class EncodedSource:
         return decode_batch(self.images, idx, self.device)  # (B, C, H, W) uint8 on the device
 
 
+Residency = Literal["device", "host", "stream", "encoded"]  # where the pretraining images live, resolved
 AHEAD = ("host", "stream", "encoded")  # residencies whose batches are fetched one step ahead
 
 
@@ -172,7 +173,7 @@ def memmap_file(images: Tensor, cache_dir: Path) -> Path:
     return path
 
 
-def choose(images: Tensor | EncodedImages, residency: str, device: torch.device) -> str:
+def choose(images: Tensor | EncodedImages, residency: Literal["auto"] | Residency, device: torch.device) -> Residency:
     """``auto`` made concrete (see the module doc); packed encoded images are always ``encoded``."""
     if isinstance(images, EncodedImages):
         return "encoded"
@@ -185,16 +186,16 @@ def choose(images: Tensor | EncodedImages, residency: str, device: torch.device)
     return "host" if size < 0.5 * available else "stream"
 
 
-def make_source(images: Tensor | EncodedImages, residency: str, device: torch.device, cache_dir: Path,
-                rows: Tensor | None = None) -> tuple[BatchSource, str]:
+def make_source(images: Tensor | EncodedImages, residency: Literal["auto"] | Residency, device: torch.device,
+                cache_dir: Path, rows: Tensor | None = None) -> tuple[BatchSource, Residency]:
     """A batch source for uint8 ``images`` (N, C, H, W) on the host, and the residency it uses; with ``rows``
     (the stored row of each canonical index) it serves the images in canonical order."""
     source, mode = _source(images, residency, device, cache_dir)
     return (source if rows is None else CanonicalOrder(source, rows)), mode
 
 
-def _source(images: Tensor | EncodedImages, residency: str, device: torch.device,
-            cache_dir: Path) -> tuple[BatchSource, str]:
+def _source(images: Tensor | EncodedImages, residency: Literal["auto"] | Residency, device: torch.device,
+            cache_dir: Path) -> tuple[BatchSource, Residency]:
     mode = choose(images, residency, device)
     if isinstance(images, EncodedImages):
         return EncodedSource(images, device), mode

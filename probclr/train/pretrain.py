@@ -26,7 +26,7 @@ from probclr.config import Config, merge
 from probclr.data.augment import SimCLRAugment
 from probclr.data.cache import cache_dir
 from probclr.data.pairs import SoftLabelPairs, pair_generator
-from probclr.data.residency import AHEAD, BatchSource, batches, make_source
+from probclr.data.residency import AHEAD, BatchSource, Residency, batches, make_source
 from probclr.data.sampler import BatchSampler
 from probclr.data.sources import load_splits
 from probclr.data.splits import Splits
@@ -212,7 +212,7 @@ class Data(NamedTuple):
     std: Tensor  # (C,)
     sample: Tensor  # (2, C, H, W) on the device, for the dry forward pass
     splits: Splits  # every split, decoded
-    residency: str  # device | host | stream | encoded
+    residency: Residency  # device | host | stream | encoded: data.residency resolved
     pairs: SoftLabelPairs | None = None  # data.pairs soft_labels: each anchor's partner is drawn by soft labels
 
     def drop_decoded(self) -> Data:
