@@ -30,9 +30,11 @@ from probclr.run.checkpoint import CheckpointError, file_digest
 from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 from probclr.run.runlock import stable_checkpoint
 
-FORMAT = 2  # the export file; 2: adds the projection's norm before normalisation ("<split>.proj_norm")
-_CACHE_VERSION = "3"  # 3: the cache holds Embeddings (h, mu, proj_norm, kappa, labels), not features alone
-_FIELDS = ("features", "mu", "proj_norm", "kappa", "labels")  # the export's names of the Embeddings fields
+# the export file; 2: adds the projection's norm before normalisation ("<split>.proj_norm"); 3: h is saved as
+# "<split>.h" (was "<split>.features"), one name for the representation on disk and in code
+FORMAT = 3
+_CACHE_VERSION = "4"  # 4: the cache's names are the export's (h, mu, proj_norm, kappa, labels)
+_FIELDS = ("h", "mu", "proj_norm", "kappa", "labels")  # the export's names of the Embeddings fields
 
 
 class Embeddings(NamedTuple):
@@ -54,7 +56,7 @@ class Embeddings(NamedTuple):
                           None if self.kappa is None else self.kappa[idx], self.labels[idx])
 
     def as_dict(self, prefix: str = "") -> dict[str, Tensor]:
-        """``{prefix + name: tensor}`` with the export's names (h is "features"); no key for an absent kappa."""
+        """``{prefix + name: tensor}`` named as the fields; no key for an absent kappa."""
         return {f"{prefix}{k}": v for k, v in zip(_FIELDS, (self.h, self.mu, self.proj_norm, self.kappa, self.labels),
                                                    strict=True) if v is not None}
 
@@ -188,7 +190,7 @@ def load_run_embeddings(run: RunDir, checkpoint: Path) -> RunEmbeddings:
     if d.get("format") != FORMAT:
         raise ProbclrError(f"{str(path)!r} was made by an older probclr (format {d.get('format', 1)!r}, need"
                            f" {FORMAT}); re-run `probclr embed --run {run.root}`")
-    names = [s for s in ("train", "val", "test") if f"{s}.features" in d]
+    names = [s for s in ("train", "val", "test") if f"{s}.h" in d]
     try:
         splits = {s: Embeddings.from_dict(d, f"{s}.") for s in names}
     except ValueError as err:

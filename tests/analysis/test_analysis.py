@@ -127,7 +127,7 @@ def test_old_embeddings_are_refused_with_the_command_that_remakes_them(analysed,
     emb = torch.load(path, weights_only=True)
     del emb["format"]
     torch.save(emb, path)
-    bad(["analyze", "--run", str(copy), *FAST], "older probclr (format 1, need 2); re-run `probclr embed --run")
+    bad(["analyze", "--run", str(copy), *FAST], "older probclr (format 1, need 3); re-run `probclr embed --run")
 
 
 def _three_class_data(n, gen):

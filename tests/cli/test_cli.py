@@ -137,7 +137,7 @@ def test_embed_exports_mu_kappa_and_labels(tmp_path):
     out = ok(["embed", "--run", str(tmp_path / "p")])
     d = torch.load(tmp_path / "p" / "embeddings" / "last.pt", weights_only=True)
     n = d["test.labels"].shape[0]
-    assert d["test.mu"].shape == (n, 16) and d["test.kappa"].shape == (n,) and d["test.features"].shape == (n, 16)
+    assert d["test.mu"].shape == (n, 16) and d["test.kappa"].shape == (n,) and d["test.h"].shape == (n, 16)
     torch.testing.assert_close(d["test.mu"].norm(dim=1), torch.ones(n))
     assert (d["train.kappa"] >= 1.0).all() and "embeddings" in out
     ok(["embed", "--run", str(tiny_run_path(tmp_path))])  # an NT-Xent run: mu, no kappa

@@ -72,5 +72,5 @@ def test_evaluate_and_embed_share_one_cache_per_checkpoint_and_split(run, monkey
     export_embeddings(run.root)  # every split cached now: the model is not loaded again
     assert len(loads) == 1
     d = torch.load(cached[0], weights_only=True)
-    assert any(torch.equal(d["features"], emb.split(s).h) for s in ("train", "val"))
+    assert any(torch.equal(d["h"], emb.split(s).h) for s in ("train", "val"))
     assert set(emb.splits) == {"train", "val", "test"} and emb.split("test").h.shape[1] == 16
