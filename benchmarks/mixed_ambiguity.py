@@ -63,6 +63,33 @@ def blend_folder(paths: list[Path], pools: list[np.ndarray], out: Path, seed: in
     np.save(out.parent / f"{out.name}_truth.npy", np.stack([made[f] for f in files]))
 
 
+# --mode classes: images unchanged; a class pair (a, b, alpha) gives every image of a the soft label
+# (1 - alpha) e_a + alpha e_b (and b the mirror): ambiguity a property of what the image shows, not of how it
+# looks (no blend to see). cat/dog 0.5, automobile/truck 0.4, deer/horse 0.3, airplane/ship 0.2, bird/frog 0.
+CLASS_PAIRS = ((3, 5, 0.5), (1, 9, 0.4), (4, 7, 0.3), (0, 8, 0.2), (2, 6, 0.0))
+
+
+def class_soft_label(k: int, classes: int) -> np.ndarray:
+    """The soft label of every image of class ``k`` under :data:`CLASS_PAIRS`."""
+    p = np.zeros(classes)
+    for a, b, alpha in CLASS_PAIRS:
+        if k in (a, b):
+            p[k] += 1 - alpha
+            p[b if k == a else a] += alpha
+    return p
+
+
+def copy_folder(paths: list[Path], pools: list[np.ndarray], out: Path) -> None:
+    """The images of ``pools`` as they are (PNG, like the blended ones), soft labels by :data:`CLASS_PAIRS`."""
+    classes = sorted({p.parent.name for p in paths})
+    for k, name in enumerate(classes):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i, row in enumerate(pools[k]):
+            Image.open(paths[row]).convert("RGB").save(out / name / f"{i:05d}.png")
+    files, labels, _ = list_image_folder(out)
+    np.save(out.parent / f"{out.name}_truth.npy", np.stack([class_soft_label(k, len(classes)) for k in labels]))
+
+
 def pools_of(labels: np.ndarray, sizes: list[int], seed: int) -> list[list[np.ndarray]]:
     """Disjoint per-class pools of rows: ``sizes[s] // 10`` images of each class for each part s."""
     rng = np.random.default_rng(seed)
@@ -83,11 +110,15 @@ def build(args: argparse.Namespace) -> None:
     data = Path(args.data)
     paths, labels, _ = list_image_folder(data / "train")
     train, val = pools_of(np.asarray(labels), [args.train, args.val], seed=0)
-    blend_folder(paths, train, out / "train", seed=1)
-    blend_folder(paths, val, out / "val", seed=2)
-    paths, labels, _ = list_image_folder(data / "test")
-    (test,) = pools_of(np.asarray(labels), [args.test], seed=3)
-    blend_folder(paths, test, out / "test", seed=4)
+    test_paths, test_labels, _ = list_image_folder(data / "test")
+    (test,) = pools_of(np.asarray(test_labels), [args.test], seed=3)
+    if args.mode == "classes":
+        for part, pool, src in (("train", train, paths), ("val", val, paths), ("test", test, test_paths)):
+            copy_folder(src, pool, out / part)
+    else:
+        blend_folder(paths, train, out / "train", seed=1)
+        blend_folder(paths, val, out / "val", seed=2)
+        blend_folder(test_paths, test, out / "test", seed=4)
     np.save(out / "soft_labels.npy", np.load(out / "train_truth.npy"))
     print(f"wrote {out}: {args.train} training, {args.val} validation and {args.test} test images, soft_labels.npy")
 
@@ -105,9 +136,12 @@ def score(args: argparse.Namespace) -> None:
         images, truth = read_image_folder(mixed / args.split, None).images, np.load(mixed / f"{args.split}_truth.npy")
         e = embed_images(load_model(run / "checkpoints" / "last.pt"), images)
         certainty = -entropy(truth)
-        row: dict[str, object] = {"run": run.name, "split": args.split, "images": int(images.shape[0])}
+        blended = truth.max(axis=1) < 1  # the degree of ambiguity among the blended images alone
+        row: dict[str, object] = {"run": run.name, "split": args.split, "images": int(images.shape[0]),
+                                  "blended": int(blended.sum())}
         for name, s in e.label_free().items():
             row[f"spearman_{name}"] = float(spearmanr(s.numpy(), certainty).statistic)
+            row[f"blended_{name}"] = float(spearmanr(s.numpy()[blended], certainty[blended]).statistic)
         rows.append(row)
         print(json.dumps(row))
     if args.json:
@@ -117,13 +151,14 @@ def score(args: argparse.Namespace) -> None:
 SCORES = {"kappa": "κ", "feature_norm": "‖h‖", "proj_norm": "‖proj‖"}
 
 
-def _scores(out: Path, split: str) -> dict[tuple[str, int], dict[str, float]]:
-    """{(method, seed): {score: Spearman}} from every run folder ``METHOD-sSEED`` of ``out``."""
+def _scores(out: Path, split: str, prefix: str) -> dict[tuple[str, int], dict[str, float]]:
+    """{(method, seed): {score: Spearman}} from every run folder ``METHOD-sSEED`` of ``out``; ``prefix``
+    spearman (all images) or blended (the blended images alone)."""
     found = {}
     for f in sorted(out.glob(f"*-s*/scores-{split}.json")):
         method, seed = f.parent.name.rsplit("-s", 1)
         row = json.loads(f.read_text())[0]
-        found[(method, int(seed))] = {k: row[f"spearman_{k}"] for k in SCORES if f"spearman_{k}" in row}
+        found[(method, int(seed))] = {k: row[f"{prefix}_{k}"] for k in SCORES if f"{prefix}_{k}" in row}
     return found
 
 
@@ -138,9 +173,13 @@ def _ci(values: list[float]) -> str:
 def summary(args: argparse.Namespace) -> None:
     """Markdown: each method's scores (mean and 95 % t-interval over seeds), then kappa of prob-soft minus
     every other score, paired by seed."""
-    found = _scores(Path(args.out), args.split)
+    for prefix, which in (("spearman", "all"), ("blended", "the blended (not unanimous)")):
+        _summary_of(_scores(Path(args.out), args.split, prefix), f"{which} {args.split} images")
+
+
+def _summary_of(found: dict[tuple[str, int], dict[str, float]], images: str) -> None:
     methods = sorted({m for m, _ in found})
-    print(f"Spearman with -H(soft label), {args.split} images, mean [95 % t-interval] over seeds\n")
+    print(f"\nSpearman with -H(soft label), {images}, mean [95 % t-interval] over seeds\n")
     print("| method | seeds | " + " | ".join(SCORES.values()) + " |\n|---|---|" + "---|" * len(SCORES))
     for m in methods:
         seeds = sorted(s for mm, s in found if mm == m)
@@ -164,6 +203,9 @@ def main() -> None:
     b = sub.add_parser("build")
     b.add_argument("--data", required=True, help="CIFAR-10 as image folders (train/, test/)")
     b.add_argument("--out", required=True)
+    b.add_argument("--mode", choices=("blend", "classes"), default="blend",
+                   help="blend: blended images, soft labels by the blend; classes: images as they are, soft labels"
+                        " by class pair")
     b.add_argument("--train", type=int, default=5000)
     b.add_argument("--val", type=int, default=2000)
     b.add_argument("--test", type=int, default=2000)
