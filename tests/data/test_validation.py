@@ -92,7 +92,8 @@ def test_split_val_and_test_differ_and_sizes_are_recorded(run):
 
 def test_bad_split_and_val_size(run, tmp_path):
     bad(["evaluate", "--run", str(run), "--split", "train"], "--split must be one of test, val, got 'train'")
-    bad(["pretrain", "--set", "data.val_size=-1", "--out", str(tmp_path / "a")], "data.val_size must be >= 0")
+    bad(["pretrain", "--set", "data.val_size=-1", "--out", str(tmp_path / "a")],
+        "data.val_size must be in [0, 1e+09] or null, got -1")
     bad(["supervised", "--set", "data.val_size=1442", "--out", str(tmp_path / "b")], "data.val_size must be in [0, 1441]")
     bad(["supervised", "--set", "data.val_size=1438", "--out", str(tmp_path / "c")], "would leave class")
     bad(["evaluate", "--run", str(run), "--split", "val", "--set", "data.val_size=0"], "no validation split")
