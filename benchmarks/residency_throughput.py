@@ -40,9 +40,9 @@ def main() -> None:
     images = load_splits(cfg.data).pretrain.images
     cpu = torch.device("cpu")
     cache = Path(tempfile.mkdtemp())
-    sources = {m: make_source(images, m, cpu, cache)[0] for m in ("device", "host", "stream")}
+    sources = {m: make_source(images, m, cpu, cache) for m in ("device", "host", "stream")}
     packed = load_splits(dataclasses.replace(cfg.data, residency="encoded", cache_dir=str(cache))).pretrain.images
-    sources["encoded"] = make_source(packed, "encoded", cpu, cache)[0]
+    sources["encoded"] = make_source(packed, "encoded", cpu, cache)
     store_mb = {"decoded": images.numel() / 2**20,
                 "encoded": sum(p.stat().st_size for p in cache.rglob("train.bin")) / 2**20}
     model = build_model(cfg, *channel_stats(images)).to(memory_format=torch.channels_last)

@@ -283,20 +283,16 @@ def splits_of(meta: dict[str, Any], full: Any, test: Any, part: Callable[[Any, i
                   val=ImageSet(part(full, n_pool, n), labels[n_pool:], classes), pretrain_rows=rows)
 
 
-def streams(cfg: DataConfig, root: Path, split: bool) -> bool:
-    """Whether a folder is decoded into memory maps: ``data.residency: stream``, or ``auto`` when its decoded
-    training images would take more than half of the memory now available. ``auto`` estimates from a bare
-    count of the files and the first one's header (a full listing of 50,000 files takes ~1 s, this ~0.04 s)."""
-    if cfg.residency != "auto":
-        return cfg.residency == "stream"
+def folder_bytes(root: Path, size: int | None, limit: int | None) -> int:
+    """The decoded size of a folder's images (at most ``limit`` of them), estimated from a bare count of the
+    files and the first one's header (a full listing of 50,000 files takes ~1 s, this ~0.04 s); 0 when empty."""
     n, first = 0, None
-    for dirpath, dirnames, filenames in os.walk(root / "train" if split else root):
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = [f for f in filenames if not f.startswith(".")]
         n += len(names)
         if first is None and names:
             first = Path(dirpath) / min(names)
     if first is None:
-        return False  # no files: the in-memory path reports the empty folder
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return decoded_bytes(n, first, cfg.image_size) > 0.5 * available
+        return 0  # no files: the in-memory path reports the empty folder
+    return decoded_bytes(min(n, limit) if limit is not None else n, first, size)

@@ -10,9 +10,12 @@
 - ``encoded``: image folders only; the files' original bytes packed in the cache folder and decoded batch
   by batch (:mod:`probclr.data.encoded`: on the CPU to the folder decoder's pixels, on CUDA by nvJPEG), for folders
   whose decoded images fit neither in memory nor on disk. Never chosen by ``auto``.
-- ``auto``: ``device`` if the set takes under half the device's free memory (on the CPU: always), else
-  ``host`` if under half the machine's available memory, else ``stream`` (an image folder whose decoded
-  images would take over half the available memory is decoded into memory maps from the start).
+- ``auto``: decided once, before anything is decoded (:func:`resolve`, from the decoded size that
+  ``probclr.data.sources.training_bytes`` reads off the source's format or file listing): ``stream`` if the
+  decoded training images would take over half the machine's available memory (an image folder is then
+  decoded straight into memory maps), else ``host`` if on CUDA they would take half the device's free
+  memory or more, else ``device``. The resolved value travels as a typed :data:`Residency` from
+  ``load_splits`` to :func:`make_source`; nothing below decides again.
 
 With ``host``, ``stream`` and ``encoded`` the next batch is gathered, read or decoded in a background thread
 while the current step runs (:func:`batches`; on CUDA its copy is queued on the default stream).
@@ -173,37 +176,37 @@ def memmap_file(images: Tensor, cache_dir: Path) -> Path:
     return path
 
 
-def choose(images: Tensor | EncodedImages, residency: Literal["auto"] | Residency, device: torch.device) -> Residency:
-    """``auto`` made concrete (see the module doc); packed encoded images are always ``encoded``."""
-    if isinstance(images, EncodedImages):
-        return "encoded"
+def resolve(residency: Literal["auto"] | Residency, nbytes: int, device: torch.device) -> Residency:
+    """``data.residency`` made concrete, once, before anything is decoded (see the module doc): ``auto`` is
+    ``stream`` when the decoded training images (``nbytes``) would take over half the machine's available
+    memory, else ``host`` when on CUDA they would take half the device's free memory or more, else ``device``."""
     if residency != "auto":
         return residency
-    size = images.numel() * images.element_size()
-    if device.type != "cuda" or size < 0.5 * torch.cuda.mem_get_info(device)[0]:
-        return "device"
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return "host" if size < 0.5 * available else "stream"
+    if nbytes > 0.5 * available:
+        return "stream"
+    if device.type == "cuda" and nbytes >= 0.5 * torch.cuda.mem_get_info(device)[0]:
+        return "host"
+    return "device"
 
 
-def make_source(images: Tensor | EncodedImages, residency: Literal["auto"] | Residency, device: torch.device,
-                cache_dir: Path, rows: Tensor | None = None) -> tuple[BatchSource, Residency]:
-    """A batch source for uint8 ``images`` (N, C, H, W) on the host, and the residency it uses; with ``rows``
-    (the stored row of each canonical index) it serves the images in canonical order."""
-    source, mode = _source(images, residency, device, cache_dir)
-    return (source if rows is None else CanonicalOrder(source, rows)), mode
+def make_source(images: Tensor | EncodedImages, residency: Residency, device: torch.device, cache_dir: Path,
+                rows: Tensor | None = None) -> BatchSource:
+    """A batch source for uint8 ``images`` (N, C, H, W) on the host where ``residency`` (resolved by
+    :func:`resolve`) puts them; with ``rows`` (the stored row of each canonical index) it serves the images in
+    canonical order."""
+    source = _source(images, residency, device, cache_dir)
+    return source if rows is None else CanonicalOrder(source, rows)
 
 
-def _source(images: Tensor | EncodedImages, residency: Literal["auto"] | Residency, device: torch.device,
-            cache_dir: Path) -> tuple[BatchSource, Residency]:
-    mode = choose(images, residency, device)
+def _source(images: Tensor | EncodedImages, mode: Residency, device: torch.device, cache_dir: Path) -> BatchSource:
     if isinstance(images, EncodedImages):
-        return EncodedSource(images, device), mode
+        return EncodedSource(images, device)
     if mode == "encoded":
         raise DataError("data.residency encoded keeps an image folder's encoded files; these images were decoded"
                         " from another source: use auto, device, host or stream")
     if mode == "device":
-        return DeviceSource(images, device), mode
+        return DeviceSource(images, device)
     if mode == "host":
-        return HostSource(images, device), mode
-    return StreamSource(mapped_file(images) or memmap_file(images, cache_dir), device), mode
+        return HostSource(images, device)
+    return StreamSource(mapped_file(images) or memmap_file(images, cache_dir), device)

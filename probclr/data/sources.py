@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -15,7 +16,8 @@ from probclr.config import DataConfig
 from probclr.data.cache import DecodedCache
 from probclr.data.encoded import EncodedSplits
 from probclr.data.folders import read_image_folder
-from probclr.data.mapped import MappedSplits, streams, take_indices
+from probclr.data.mapped import MappedSplits, folder_bytes, take_indices
+from probclr.data.residency import Residency, resolve
 from probclr.data.splits import ImageSet, Splits
 from probclr.data.validation import hold_out_validation
 from probclr.errors import DataError
@@ -25,9 +27,37 @@ CIFAR10_CLASSES = (
 )
 
 
-def load_splits(cfg: DataConfig) -> Splits:
+def training_bytes(cfg: DataConfig) -> int:
+    """The decoded size of the training images as uint8, from the source's format or file listing alone
+    (nothing decoded): what ``data.residency: auto`` is resolved by."""
+    limit = cfg.train_limit
+    if cfg.dataset == "digits":
+        return 1797 * 3 * 16 * 16
+    if cfg.dataset == "stl10":
+        return min(105_000, limit or 105_000) * 3 * 96 * 96
+    if cfg.dataset == "cifar10":
+        root, batches = _cifar10_batches(cfg)
+        if batches.is_dir() and cfg.residency != "encoded":
+            return min(50_000, limit or 50_000) * 3 * 32 * 32
+        return folder_bytes(root / "train", cfg.image_size, limit)
+    if not cfg.data_dir:
+        return 0  # imagefolder() names the missing --data-dir
+    root = Path(cfg.data_dir).expanduser()
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    return folder_bytes(root / "train" if split else root, cfg.image_size, limit)
+
+
+def resolve_residency(cfg: DataConfig, device: torch.device) -> Residency:
+    """``data.residency`` for these images on ``device``: the one place ``auto`` is decided."""
+    return resolve(cfg.residency, training_bytes(cfg) if cfg.residency == "auto" else 0, device)
+
+
+def load_splits(cfg: DataConfig, residency: Residency | None = None) -> Splits:
     """The dataset named by ``cfg.dataset``, decoded once and cached, limited if asked, with the
-    validation split carved out of the labeled training images (``Splits.val``)."""
+    validation split carved out of the labeled training images (``Splits.val``). ``residency``: where the
+    caller will keep the training images (resolved by :func:`resolve_residency`; default: for this process's
+    CPU) — ``stream`` decodes an image folder straight into memory maps, ``encoded`` packs its files."""
+    cfg = dataclasses.replace(cfg, residency=residency or resolve_residency(cfg, torch.device("cpu")))
     if cfg.residency == "encoded" and cfg.dataset in ("digits", "stl10"):
         raise DataError(f"data.residency encoded packs an image folder's files; dataset {cfg.dataset} has none:"
                         " use auto, device, host or stream")
@@ -202,7 +232,7 @@ def cifar10(cfg: DataConfig) -> Splits:
         entry = DecodedCache(cfg, "cifar10-batches", batches)
         return entry.get() or entry.put(_read_cifar_batches(batches))
     if (root / "train").is_dir() and (root / "test").is_dir():
-        if streams(cfg, root, split=True):
+        if cfg.residency == "stream":
             return MappedSplits(cfg, "cifar10-folder", root).load(split=True)
         entry = DecodedCache(cfg, "cifar10-folder", root)
         return entry.get() or entry.put(_split_folders(root, cfg.image_size))
@@ -282,7 +312,7 @@ def imagefolder(cfg: DataConfig) -> Splits:
     split = (root / "train").is_dir() and (root / "test").is_dir()
     if cfg.residency == "encoded":
         return EncodedSplits(cfg, "imagefolder-split" if split else "imagefolder", root).load(split)
-    if streams(cfg, root, split):
+    if cfg.residency == "stream":
         return MappedSplits(cfg, "imagefolder-split" if split else "imagefolder", root).load(split)
     if split:
         entry = DecodedCache(cfg, "imagefolder-split", root)

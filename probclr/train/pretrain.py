@@ -28,7 +28,7 @@ from probclr.data.cache import cache_dir
 from probclr.data.pairs import SoftLabelPairs, pair_generator
 from probclr.data.residency import AHEAD, BatchSource, Residency, batches, make_source
 from probclr.data.sampler import BatchSampler
-from probclr.data.sources import load_splits
+from probclr.data.sources import load_splits, resolve_residency
 from probclr.data.splits import Splits
 from probclr.device import make_generator, resolve_device
 from probclr.distributed import DistInfo, dist_info, init_from_env, mean_over_ranks, owned_process_group
@@ -227,7 +227,8 @@ class Data(NamedTuple):
 def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
     """Decode (or load from the cache) the dataset, put the pretraining images where ``data.residency``
     says; resolves the ResNet stem by image size (the returned config records it)."""
-    splits = load_splits(cfg.data)
+    residency = resolve_residency(cfg.data, device)  # decided once, before anything is decoded
+    splits = load_splits(cfg.data, residency)
     images = splits.pretrain.images
     n = images.shape[0]
     if n < cfg.optim.batch_size:
@@ -237,7 +238,7 @@ def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
     rows = splits.pretrain_rows
     sample = images[rows[:2] if rows is not None else torch.arange(2)].to(device)  # (2, C, H, W) canonical first two
     pairs = SoftLabelPairs.load(cfg.data.soft_labels or "", n, device) if cfg.data.pairs == "soft_labels" else None
-    source, residency = make_source(images, cfg.data.residency, device, cache_dir(cfg.data), rows)
+    source = make_source(images, residency, device, cache_dir(cfg.data), rows)
     return Data(source, n, mean, std, sample, splits, residency, pairs), cfg
 
 

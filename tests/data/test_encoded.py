@@ -76,8 +76,8 @@ def test_indexing_decodes_any_rows_in_their_order(tmp_path):
     s = load_splits(_cfg(tmp_path, tmp_path / "imgs", "encoded", val_size=0))
     x, ref = s.pretrain.images, load_splits(_cfg(tmp_path, tmp_path / "imgs", "device", val_size=0)).pretrain.images
     idx = torch.tensor([5, 0, 17, 3, 5])  # unsorted, with a repeat
-    source, mode = make_source(x, "encoded", torch.device("cpu"), tmp_path / "elsewhere")
-    assert mode == "encoded" and isinstance(source, EncodedSource) and not (tmp_path / "elsewhere").exists()
+    source = make_source(x, "encoded", torch.device("cpu"), tmp_path / "elsewhere")
+    assert isinstance(source, EncodedSource) and not (tmp_path / "elsewhere").exists()
     assert torch.equal(source.batch(idx), ref[idx]) and torch.equal(x[idx.numpy()], ref[idx])
     assert torch.equal(x[4], ref[4]) and torch.equal(x[torch.tensor(4)], ref[4]) and torch.equal(x[-1], ref[-1])
     assert torch.equal(x[2:9], ref[2:9]) and torch.equal(x[::4], ref[::4]) and x[:0].shape == (0, 3, 8, 8)

@@ -114,8 +114,8 @@ def test_auto_maps_a_folder_only_when_it_would_not_fit(tmp_path, monkeypatch):
 def test_stream_source_reads_the_mapped_file_itself(tmp_path):
     _split_folder(tmp_path / "imgs")
     s = load_splits(_cfg(tmp_path, tmp_path / "imgs", "stream"))
-    source, mode = make_source(s.pretrain.images, "stream", torch.device("cpu"), tmp_path / "elsewhere")
-    assert mode == "stream" and isinstance(source, StreamSource)
+    source = make_source(s.pretrain.images, "stream", torch.device("cpu"), tmp_path / "elsewhere")
+    assert isinstance(source, StreamSource)
     assert not (tmp_path / "elsewhere").exists()  # no second copy written
     idx = torch.tensor([5, 0, 17, 3])
     assert torch.equal(source.batch(idx), s.pretrain.images[idx])

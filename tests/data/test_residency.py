@@ -3,7 +3,7 @@
 import torch
 
 from probclr.config import load_config
-from probclr.data.residency import DeviceSource, HostSource, StreamSource, choose, memmap_file
+from probclr.data.residency import DeviceSource, HostSource, StreamSource, memmap_file, resolve
 from probclr.train.pretrain import pretrain
 
 
@@ -18,7 +18,8 @@ def test_sources_give_identical_batches(tmp_path):
         idx = torch.randperm(100, generator=g)[:17]  # unsorted, as a shuffled batch is
         batches = [s.batch(idx) for s in sources]
         assert all(torch.equal(b, images[idx]) for b in batches)
-    assert choose(images, "auto", cpu) == "device" and choose(images, "stream", cpu) == "stream"
+    assert resolve("auto", images.numel(), cpu) == "device" and resolve("stream", images.numel(), cpu) == "stream"
+    assert resolve("auto", 10**18, cpu) == "stream"  # more than half of any machine's memory
 
 
 def test_stream_run_equals_device_run_bit_for_bit(tmp_path):
