@@ -10,6 +10,7 @@ the same way from the CIFAR-10 *test* images, so that whether a certainty score 
     python benchmarks/mixed_ambiguity.py build --data ../shared/data/cifar10-jpeg --out DIR [--train 5000]
     python benchmarks/mixed_ambiguity.py score RUN... --mixed DIR [--split val|test] [--json OUT]
     python benchmarks/mixed_ambiguity.py summary OUT_DIR [--split test]     (after mixed_ambiguity.sh)
+    python benchmarks/mixed_ambiguity.py figure OUT_DIR --mixed DIR --png FILE  (certainty by ambiguity level)
 
 ``build`` writes DIR/{train,val,test}/<class>/*.png (train and val from disjoint CIFAR-10 training images,
 test from the test images), DIR/soft_labels.npy (one row per training image in the sorted order probclr
@@ -197,6 +198,46 @@ def _summary_of(found: dict[tuple[str, int], dict[str, float]], images: str) -> 
                 print(f"| {name} of {m} | {_ci([a - b for a, b in pairs])} (seeds: {len(pairs)}) |")
 
 
+FIGURE_LINES = (("prob-soft", "kappa", "κ, soft-label pairs"), ("shrink-soft", "kappa", "κ, shrinkage, soft pairs"),
+                ("prob-aug", "kappa", "κ, augmentation pairs"), ("prob-soft", "feature_norm", "‖h‖, soft pairs"),
+                ("simclr-soft", "feature_norm", "‖h‖ of NT-Xent, soft pairs"))
+
+
+def figure(args: argparse.Namespace) -> None:
+    """Mean percentile rank of each certainty among the test images, by ambiguity level (H of the soft label,
+    five levels), averaged over the seeds' runs: a score that follows the ambiguity falls from left to right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import rankdata
+
+    mixed, out = Path(args.mixed), Path(args.out)
+    images, truth = read_image_folder(mixed / "test", None).images, np.load(mixed / "test_truth.npy")
+    h = entropy(truth)
+    edges = np.quantile(h[h > 1e-9], [0.25, 0.5, 0.75]) if len(np.unique(h)) > 5 else np.unique(h)[1:-1] + 1e-9
+    level = np.digitize(h, np.concatenate([[1e-9], edges]))  # 0 = unanimous, then up to four levels of H
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, score, label in FIGURE_LINES:
+        runs = sorted(out.glob(f"{method}-s*"))
+        if not runs:
+            continue
+        curves = []
+        for run in runs:
+            s = embed_images(load_model(run / "checkpoints" / "last.pt"), images).label_free()[score].numpy()
+            pct = rankdata(s) / len(s)
+            curves.append([pct[level == k].mean() for k in range(level.max() + 1)])
+        ax.plot(range(level.max() + 1), np.mean(curves, axis=0), marker="o", label=f"{label} ({len(runs)} seeds)")
+    ax.set_xlabel("ambiguity level of a test image (0 = unanimous; then rising H)")
+    ax.set_xticks(range(level.max() + 1))
+    ax.set_title(f"{mixed.name}: {len(h)} test images", fontsize=9)
+    ax.set_ylabel("mean percentile of the certainty")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print(f"figure: {args.png}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -217,8 +258,12 @@ def main() -> None:
     m = sub.add_parser("summary")
     m.add_argument("out")
     m.add_argument("--split", choices=("val", "test"), default="test")
+    f = sub.add_parser("figure")
+    f.add_argument("out")
+    f.add_argument("--mixed", required=True)
+    f.add_argument("--png", required=True)
     args = p.parse_args()
-    {"build": build, "score": score, "summary": summary}[args.cmd](args)
+    {"build": build, "score": score, "summary": summary, "figure": figure}[args.cmd](args)
 
 
 if __name__ == "__main__":
