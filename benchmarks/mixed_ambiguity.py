@@ -174,7 +174,7 @@ def _ci(values: list[float]) -> str:
 def summary(args: argparse.Namespace) -> None:
     """Markdown: each method's scores (mean and 95 % t-interval over seeds), then kappa of prob-soft minus
     every other score, paired by seed."""
-    for prefix, which in (("spearman", "all"), ("blended", "the blended (not unanimous)")):
+    for prefix, which in (("spearman", "all"), ("blended", "the ambiguous (not unanimous)")):
         _summary_of(_scores(Path(args.out), args.split, prefix), f"{which} {args.split} images")
 
 
