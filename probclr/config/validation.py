@@ -34,6 +34,8 @@ class Range(NamedTuple):
     def describe(self) -> str:
         if (self.lo, self.hi, self.lo_open, self.hi_open) == (0, 1, False, False) and "probability" in self.note:
             text = "a probability in [0, 1]"
+        elif self.hi >= BIG:  # no practical upper bound: say only the lower one
+            text = f"{'>' if self.lo_open else '>='} {self.lo:g}"
         else:
             text = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
         return text + (f" ({self.note})" if self.note and "probability" not in self.note else "") + \

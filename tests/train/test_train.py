@@ -95,8 +95,8 @@ def _nan_every(monkeypatch, calls):
 
     real, count = step_mod.contrastive_loss, {"n": 0}
 
-    def faulty(out, cfg, phase="joint"):
-        loss, kappa = real(out, cfg, phase)
+    def faulty(out, cfg, phase="joint", log_weight=None):
+        loss, kappa = real(out, cfg, phase, log_weight)
         n = count["n"]
         count["n"] += 1
         return (loss * float("nan"), kappa) if n in calls else (loss, kappa)
