@@ -69,6 +69,7 @@ class ModelConfig:
     """The encoder (ConvNet or ResNet, its stem) and the projection head's widths."""
     backbone: Literal["convnet", "resnet18", "resnet50"] = "convnet"
     convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage of the small ConvNet
+    convnet_pool_last: bool = True  # max-pool after the ConvNet's last stage too (False: average its full grid)
     proj_hidden: int | None = None  # hidden width of the projection MLP; None = feature dimension
     proj_dim: int = 128  # SimCLR: 128-d projection output
     # ResNet stem (probclr.model.backbones.resnet): auto = by image size when pretraining starts (<= 48 px cifar,

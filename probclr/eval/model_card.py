@@ -48,11 +48,13 @@ def image_size_of(cfg: Config, given: int | None) -> int:
     return int(size)
 
 
-def convnet_layers(widths: tuple[int, ...]) -> list[str]:
+def convnet_layers(widths: tuple[int, ...], pool_last: bool = True) -> list[str]:
     """The small ConvNet as a list of torch layers, in state-dict order (``features.<i>``)."""
     layers, prev = [], 3
-    for w in widths:
-        layers += [f"Conv2d({prev}, {w}, 3, padding=1, bias=False)", f"BatchNorm2d({w})", "ReLU()", "MaxPool2d(2)"]
+    for i, w in enumerate(widths):
+        layers += [f"Conv2d({prev}, {w}, 3, padding=1, bias=False)", f"BatchNorm2d({w})", "ReLU()"]
+        if pool_last or i < len(widths) - 1:
+            layers.append("MaxPool2d(2)")
         prev = w
     return layers
 
@@ -61,7 +63,7 @@ def architecture(cfg: Config) -> dict[str, Any]:
     """How to build the backbone the weights load into: torchvision model + stem changes, or the ConvNet's layers."""
     m = cfg.model
     if m.backbone == "convnet":
-        return {"backbone": "convnet", "features": convnet_layers(tuple(m.convnet_widths)),
+        return {"backbone": "convnet", "features": convnet_layers(tuple(m.convnet_widths), m.convnet_pool_last),
                 "forward": "h = features(x).mean(dim=(2, 3))", "feature_dim": int(m.convnet_widths[-1])}
     stem = "cifar" if m.stem == "auto" else m.stem
     return {"backbone": m.backbone, "torchvision": f"torchvision.models.{m.backbone}(weights=None)",

@@ -16,15 +16,20 @@ from probclr.data.mapped import chunks as mapped_chunks
 
 
 class ConvNet(nn.Module):
-    """conv3x3-BN-ReLU-maxpool per stage, widths e.g. 32-64-128-256, then global average pooling."""
+    """conv3x3-BN-ReLU-maxpool per stage, widths e.g. 32-64-128-256, then global average pooling.
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    ``pool_last=False`` drops the last stage's max-pool: global average pooling then reads the last stage's
+    full grid (4x4 for 32 px images and four stages) instead of its 2x2 maxima.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool_last: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         prev = 3
-        for w in widths:
+        for i, w in enumerate(widths):
             layers += [nn.Conv2d(prev, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            layers.append(nn.MaxPool2d(2))
+            if pool_last or i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
             prev = w
         self.features = nn.Sequential(*layers)
         self.out_dim = prev
@@ -116,7 +121,7 @@ def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
 def build_encoder(cfg: ModelConfig, mean: Tensor, std: Tensor) -> Encoder:
     """The encoder a ModelConfig names, with input normalisation by the dataset's channel statistics."""
     if cfg.backbone == "convnet":
-        net: nn.Module = ConvNet(cfg.convnet_widths)
+        net: nn.Module = ConvNet(cfg.convnet_widths, cfg.convnet_pool_last)
         dim = net.out_dim  # type: ignore[assignment]
     else:  # "auto" is resolved from the image size when pretraining starts; unresolved (older runs) = cifar
         net, dim = resnet(cfg.backbone, "cifar" if cfg.stem == "auto" else cfg.stem)

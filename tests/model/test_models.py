@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from probclr.config import ModelConfig, OptimConfig
+from probclr.eval.model_card import convnet_layers
 from probclr.model.backbones import ConvNet, build_encoder, channel_stats, cifar_resnet
 from probclr.model.heads import ProjectionHead
 from probclr.train.optim import LARS, build_optimizer, lr_at, param_groups, scaled_lr
@@ -26,6 +27,23 @@ def test_convnet_and_head_shapes():
     assert h.shape == (5, 256) and enc.out_dim == 256
     assert ConvNet((8, 16))(torch.rand(2, 3, 16, 16)).shape == (2, 16)
     assert ProjectionHead(256, 256, 128)(h).proj.shape == (5, 128)
+
+
+def test_convnet_without_last_pool_averages_the_full_last_grid():
+    torch.manual_seed(0)
+    net = ConvNet((8, 16), pool_last=False).eval()
+    x = torch.rand(3, 3, 16, 16)
+    grid = net.features(x)  # (3, 16, 8, 8): one pool, after the first stage only
+    assert grid.shape == (3, 16, 8, 8)
+    pooled = ConvNet((8, 16)).eval()
+    pooled.load_state_dict(net.state_dict())  # same weights: the pool has none, so the keys match
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), grid.mean(dim=(2, 3)))
+        torch.testing.assert_close(pooled(x), torch.nn.functional.max_pool2d(grid, 2).mean(dim=(2, 3)))
+    for pool_last in (True, False):  # the model card's layer list rebuilds the same module, layer for layer
+        built = ConvNet((8, 16), pool_last=pool_last).features
+        listed = [eval("torch.nn." + layer) for layer in convnet_layers((8, 16), pool_last)]
+        assert [type(m) for m in built] == [type(m) for m in listed]
 
 
 def test_channel_stats_match_direct_computation():
