@@ -93,8 +93,9 @@ def probe_analysis(
                             "auroc": auroc_or_nan(-c, error), "aurc": risk_coverage(c, error).aurc})
             if seed == 0 and fraction == max(ev.fractions):
                 probe_for_ambiguity = probe
-    if probe_for_ambiguity is None:  # the largest fraction has seed 0 whenever eval.seeds >= 1
-        raise ProbclrError(f"no probe at the largest label fraction: eval.seeds must be >= 1, got {ev.seeds}")
+    # seeds >= 1 is checked where the count is read (analyze, config validation), so seed 0 of the largest
+    # fraction always ran
+    assert probe_for_ambiguity is not None
     return pd.DataFrame(cal), pd.concat(rel, ignore_index=True), pd.DataFrame(unc), probe_for_ambiguity
 
 

@@ -49,10 +49,13 @@ class SoftLabelPairs(NamedTuple):
     def partners(self, anchors: Tensor, gen: torch.Generator) -> Tensor:
         """A partner for each anchor: a class c ~ p_anchor, then j ~ p_j(c) / sum_k p_k(c). (B,) -> (B,)."""
         c = torch.multinomial(self.probs[anchors], 1, generator=gen).squeeze(1)  # (B,) classes
-        cdf = self.cdf[c]  # (B, N)
-        u = torch.rand(anchors.shape[0], 1, generator=gen, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-        j = torch.searchsorted(cdf, u, right=True).squeeze(1)  # (B,) first row whose cumulative mass exceeds u
-        return j.clamp_(max=cdf.shape[1] - 1)
+        u = torch.rand(anchors.shape[0], generator=gen, device=self.cdf.device, dtype=self.cdf.dtype)  # (B,)
+        u = u * self.cdf[c, -1]  # (B,) a point of class c's total mass
+        j = torch.empty_like(c)
+        for k in torch.unique(c).tolist():  # one 1-D search per class present: no (B, N) copy of the table
+            at = c == k
+            j[at] = torch.searchsorted(self.cdf[k], u[at], right=True)  # first image whose cumulative mass > u
+        return j.clamp_(max=self.cdf.shape[1] - 1)
 
     def negative_log_weights(self, anchors: Tensor, partners: Tensor) -> Tensor:
         """log w for every pair of the 2B views (anchors, then partners): w = 1 - p_i . p_k, the probability
