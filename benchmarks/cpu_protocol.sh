@@ -4,11 +4,11 @@
 # under the same probes, the supervised baseline on the same label subsets (lr and weight decay chosen per
 # fraction on the validation split: --tune), and SimCLR with --new-loss. Label subsets come from the label
 # pool (45,000 images); the 5,000 validation images are seen by pretraining, unlabeled, and by nothing else.
-#   PROBCLR_DATA_DIR=../shared/data bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
+#   PROBCLR_DATA_DIR=../shared/data [CONFIG=configs/cifar10_cpu.yaml] bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
 set -euo pipefail
 out=${1:-runs/protocol}; shift || true
 seeds=${*:-0 1 2}
-cfg=configs/cifar10_cpu.yaml
+cfg=${CONFIG:-configs/cifar10_cpu.yaml}
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/protocol.log"; }
 simclr() {

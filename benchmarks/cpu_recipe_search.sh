@@ -22,6 +22,8 @@ declare -A sets=(
   [nopool]="--set model.convnet_pool_last=false"
   [w24-512-nopool]="--set model.convnet_widths=[24,64,128,512] --set model.convnet_pool_last=false"
   [w16-512-nopool]="--set model.convnet_widths=[16,64,128,512] --set model.convnet_pool_last=false"
+  [w16-768-nopool]="--set model.convnet_widths=[16,64,128,768] --set model.convnet_pool_last=false"
+  [w16-1024-nopool]="--set model.convnet_widths=[16,48,128,1024] --set model.convnet_pool_last=false"
 )
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/search.log"; }
