@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.reports.render import md_table
+
 FRACTIONS = (0.01, 0.1, 1.0)
 
 
@@ -55,4 +57,4 @@ def table(root: Path, base: str = "base") -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1]), *(sys.argv[2:3])).to_markdown(index=False))
+    print(md_table(table(Path(sys.argv[1]), *(sys.argv[2:3]))))
