@@ -129,22 +129,28 @@ AHEAD = ("host", "stream", "encoded")  # residencies whose batches are fetched o
 
 
 def batches(source: BatchSource, index: Callable[[int], Tensor], steps: range,
-            ahead: bool) -> Iterator[tuple[int, Tensor]]:
-    """(step, its uint8 batch) for each of ``steps``, batch ``index(step)``; with ``ahead`` the next batch is
-    fetched in a background thread (on the caller's current CUDA device) while the caller works on this one.
-    The batches are the same either way."""
+            ahead: bool) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(step, its rows ``index(step)``, their uint8 batch) for each of ``steps``; ``index`` is called once per
+    step, on the caller's thread. With ``ahead`` the next batch is fetched in a background thread (on the
+    caller's current CUDA device) while the caller works on this one. The batches are the same either way."""
     if not ahead:
         for i in steps:
-            yield i, source.batch(index(i))
+            rows = index(i)
+            yield i, rows, source.batch(rows)
         return
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     same_device = (torch.cuda.set_device, (torch.cuda.current_device(),)) if cuda else (None, ())
     with ThreadPoolExecutor(max_workers=1, initializer=same_device[0], initargs=same_device[1]) as pool:
-        pending: Future[Tensor] | None = None
+        fetched: tuple[Tensor, Future[Tensor]] | None = None  # the next step's rows, their batch on its way
         for i in steps:
-            x = pending.result() if pending is not None else source.batch(index(i))  # (B, C, H, W)
-            pending = pool.submit(source.batch, index(i + 1)) if i + 1 in steps else None
-            yield i, x
+            if fetched is None:
+                rows = index(i)
+                x = source.batch(rows)  # (B, C, H, W)
+            else:
+                rows, x = fetched[0], fetched[1].result()
+            later = index(i + 1) if i + 1 in steps else None
+            fetched = (later, pool.submit(source.batch, later)) if later is not None else None
+            yield i, rows, x
 
 
 def _images_digest(images: Tensor | np.ndarray) -> str:

@@ -392,15 +392,10 @@ def run_epoch(loop: Loop, state: TrainState, epoch: int, stop: StopSignal) -> No
     ep = state.begin_epoch(loop.data.n, loop.device, sampler)
     aug_gen = _epoch_generator(loop, epoch, state.gen)
     phase = phase_of(cfg, epoch)
-    rows_of: dict[int, Tensor] = {}  # each step's rows, drawn once (partners included) and read by its step
-
-    def index(step: int) -> Tensor:
-        rows_of[step] = _step_rows(loop, sampler.indices(ep.perm, step), epoch, step)
-        return rows_of[step]
-
-    feed = batches(loop.data.source, index, range(ep.first, spe), ahead=loop.data.residency in AHEAD)
+    feed = batches(loop.data.source, lambda s: _step_rows(loop, sampler.indices(ep.perm, s), epoch, s),
+                   range(ep.first, spe), ahead=loop.data.residency in AHEAD)  # each step's rows drawn once
     with closing(feed):  # a stop or an error mid-epoch ends the prefetch thread
-        _steps(loop, state, ep, epoch, feed, rows_of, aug_gen, phase, stop, t0)
+        _steps(loop, state, ep, epoch, feed, aug_gen, phase, stop, t0)
     _end_epoch(loop, state, ep, epoch, time.perf_counter() - t0)
     if stop.signal is not None and epoch + 1 < cfg.optim.epochs:  # a signal at an epoch's last step
         raise Stopped(stop.signal, state.step, state.last)  # (or in a one-step epoch) stops here, epoch saved
@@ -423,15 +418,14 @@ def _views(loop: Loop, x: Tensor, rows: Tensor, aug_gen: torch.Generator) -> tup
     return pair_views(loop.aug, x, aug_gen), pairs.negative_log_weights(rows[:b], rows[b:])
 
 
-def _steps(loop: Loop, state: TrainState, ep: EpochState, epoch: int, feed: Iterator[tuple[int, Tensor]],
-           rows_of: dict[int, Tensor],
+def _steps(loop: Loop, state: TrainState, ep: EpochState, epoch: int, feed: Iterator[tuple[int, Tensor, Tensor]],
            aug_gen: torch.Generator, phase: Phase, stop: StopSignal, t0: float) -> None:
-    """The epoch's steps over ``feed`` (step, uint8 batch); checkpoints and raises Stopped on a signal."""
+    """The epoch's steps over ``feed`` (step, its rows, their uint8 batch); checkpoints and raises Stopped on a
+    signal."""
     cfg, spe = loop.cfg, loop.schedule.steps_per_epoch
-    for i, x in feed:  # x: (B / world, C, H, W) uint8, this rank's share of the global batch (2B with pairs)
+    for i, rows, x in feed:  # x: (B / world, C, H, W) uint8, this rank's share of the global batch (2B with pairs)
         lr = loop.schedule.lr(state.step)
         set_lr(loop.opt, lr)
-        rows = rows_of.pop(i)  # the rows x was read from
         views, log_weight = _views(loop, x, rows, aug_gen)
         loss, kappa = train_step(loop.step, views, loop.opt, phase, log_weight)
         if cfg.optim.skip_nonfinite and not _finite_everywhere(loss):  # checked before the update

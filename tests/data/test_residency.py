@@ -46,14 +46,20 @@ def test_batches_fetched_ahead_are_the_batches_fetched_in_turn_and_errors_surfac
     source = StreamSource(memmap_file(images, tmp_path), torch.device("cpu"))
     perm = torch.randperm(64, generator=g)
 
+    calls: list[int] = []
+
     def index(i):
+        calls.append(i)
         return perm[i * 8:(i + 1) * 8]
 
     for steps in (range(8), range(3, 8), range(7, 8), range(0)):
+        calls.clear()
         got = list(batches(source, index, steps, ahead=True))
+        assert calls == list(steps)  # each step's rows drawn once, in order
         ref = list(batches(source, index, steps, ahead=False))
-        assert [i for i, _ in got] == list(steps) == [i for i, _ in ref]
-        assert all(torch.equal(a, b) and torch.equal(a, images[index(i)]) for (i, a), (_, b) in zip(got, ref, strict=True))
+        assert [i for i, _, _ in got] == list(steps) == [i for i, _, _ in ref]
+        assert all(torch.equal(ra, perm[i * 8:(i + 1) * 8]) and torch.equal(ra, rb) and torch.equal(a, b)
+                   and torch.equal(a, images[ra]) for (i, ra, a), (_, rb, b) in zip(got, ref, strict=True))
 
     class Failing:
         shape = images.shape

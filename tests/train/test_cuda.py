@@ -99,7 +99,8 @@ def test_stream_and_host_sources_on_cuda_give_the_cpu_batches(tmp_path):
         perm = torch.randperm(200, generator=g)
         ahead = list(batches(source, lambda i, p=perm: p[i * 32:(i + 1) * 32], range(6), ahead=True))
         assert all(x.device.type == "cuda" and torch.equal(x.cpu(), images[perm[i * 32:(i + 1) * 32]])
-                   for i, x in ahead)  # fetched in the background thread: the same batches
+                   and torch.equal(rows, perm[i * 32:(i + 1) * 32])
+                   for i, rows, x in ahead)  # fetched in the background thread: the same batches
 
 
 def test_vmf_posterior_loss_runs_on_cuda_and_matches_cpu_in_the_deterministic_limit():
