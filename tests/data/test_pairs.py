@@ -16,9 +16,9 @@ from probclr.data.pairs import SoftLabelPairs, pair_generator
 from probclr.errors import ConfigError, DataError
 from probclr.io import read_jsonl
 from probclr.model.losses import mc_infonce, nt_xent, shrinkage_nt_xent_global
-from probclr.run.checkpoint import load_checkpoint
 from probclr.train.pretrain import Stopped, pretrain
 from tests.clihelp import bad, ok
+from tests.runhelp import assert_same_weights
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16"]
@@ -144,10 +144,7 @@ def test_soft_label_pretraining_resumes_mid_epoch_bit_for_bit(digit_soft_labels,
     with pytest.raises(Stopped):
         pretrain(cfg_every, tmp_path / "cut", on_progress=stop_at_step_30)
     pretrain(cfg_every, tmp_path / "cut", resume=True)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_same_weights(tmp_path / "full", tmp_path / "cut")
     assert [r["loss"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")] == \
         [r["loss"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
     sha = json.loads((tmp_path / "full" / "provenance.json").read_text())["soft_labels_sha256"]

@@ -9,6 +9,7 @@ from probclr.errors import ProbclrError
 from probclr.io import read_jsonl
 from probclr.run.checkpoint import CheckpointError, load_checkpoint
 from probclr.train.pretrain import TrainingError, pretrain
+from tests.runhelp import assert_same_weights
 
 TINY = ["data.dataset=digits", "optim.batch_size=64", "model.convnet_widths=[8, 16]", "optim.warmup_epochs=0",
         "model.proj_dim=16"]
@@ -46,11 +47,8 @@ def test_resume_equals_uninterrupted(tmp_path):
         pretrain(short, tmp_path / "resumed", on_progress=stop_after_first_epoch)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 1
     train_mod.pretrain(short, tmp_path / "resumed", resume=True)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    a, b = assert_same_weights(tmp_path / "full", tmp_path / "resumed")
     assert a["epoch"] == b["epoch"] == 3
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["metrics"][-1]["loss"] == b["metrics"][-1]["loss"]
     assert [r["epoch"] for r in read_jsonl(tmp_path / "resumed" / "metrics.jsonl")] == [1, 2, 3]
 
@@ -168,10 +166,7 @@ def test_new_loss_trains_logs_kappa_and_resumes_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, tmp_path / "resumed", on_progress=stop)
     pretrain(cfg, tmp_path / "resumed", resume=True)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_same_weights(tmp_path / "full", tmp_path / "resumed")
 
 
 def test_shrinkage_baseline_trains_a_kappa_without_sampling(tmp_path):
