@@ -186,15 +186,22 @@ def _check_same_sweep(out: Path, record: dict[str, Any]) -> None:
         new = record["points"].get(pname)
         if new is None:
             continue
-        if new != prec:
-            diff = ", ".join(config_diff(from_dict(prec["config"]), from_dict(new["config"]))) or "its parameters"
+        # configs compare as configs: a key added to probclr since, at its default, leaves a point unchanged
+        diff = ", ".join(config_diff(from_dict(prec["config"]), from_dict(new["config"])))
+        if diff or (new["kind"], new["params"]) != (prec["kind"], prec["params"]):
             raise ProbclrError(f"sweep directory {str(out)!r} was made from a different config: point {pname!r}"
-                               f" differs in {diff}; use a new --out")
+                               f" differs in {diff or 'its parameters'}; use a new --out")
     free = {"jobs", "base"}  # how many run at once and where the base file lives do not change a point
-    keys = [k for k in record["spec"] if k not in free and old["spec"].get(k) != record["spec"][k]]
+    keys = [k for k in record["spec"] if k not in free and old["spec"].get(k) != record["spec"][k]
+            and not (k == "seeds" and _more_seeds(old["spec"].get(k), record["spec"][k]))]
     if keys:
         raise ProbclrError(f"sweep directory {str(out)!r} was made from a different sweep config (differs in"
                            f" {', '.join(keys)}); use a new --out")
+
+
+def _more_seeds(before: Any, now: list[int]) -> bool:
+    """Seeds added to a sweep (every earlier seed kept) grow it: its finished points stay valid."""
+    return isinstance(before, list) and set(before) <= set(now)
 
 
 def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], threads: int | None = None) -> dict:

@@ -69,6 +69,14 @@ def test_real_tiny_sweep_end_to_end_resumes_and_refuses_other_configs(tmp_path):
     with pytest.raises(ProbclrError, match="different config.*optim.epochs"):
         run_sweep(other, out, ["probclr", "sweep"])
     assert [p.stat().st_mtime_ns for p in done] == stamps
+    # more seeds grow a finished sweep: only the new seed's points run; fewer seeds are another sweep
+    for seeds in ([0, 1], [1]):  # the same sweep name (s), in a folder of its own
+        (tmp_path / str(seeds[0])).mkdir()
+        write(tmp_path / str(seeds[0]), grid={"augment.strength": [0.25, 0.5]}, supervised=True, seeds=seeds)
+    assert len(run_sweep(tmp_path / "0" / "s.yaml", out, ["probclr", "sweep"])) == 8
+    assert [p.stat().st_mtime_ns for p in done] == stamps
+    with pytest.raises(ProbclrError, match="differs in seeds"):
+        run_sweep(tmp_path / "1" / "s.yaml", out, ["probclr", "sweep"])
     res = runner.invoke(app, ["sweep", "report", str(out)])
     assert res.exit_code == 0, res.output
     table = (out / "report" / "table.csv").read_text()
