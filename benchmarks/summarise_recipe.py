@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.reports.render import md_table
+from analysis.reports.text import md_table
 
 FRACTIONS = (0.01, 0.1, 1.0)
 

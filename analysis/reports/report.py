@@ -16,8 +16,8 @@ import pandas as pd
 from analysis.measures.seed_summary import across_seeds, kappa_verdicts, run_measures
 from analysis.reports.controlled_report import controlled_tables, is_controlled_study
 from analysis.reports.figures import accuracy_vs_fraction, monitor_curves
-from analysis.reports.render import md_table as _md_table
-from analysis.reports.render import series_pm
+from analysis.reports.text import md_table as _md_table
+from analysis.reports.text import series_pm
 from probclr.errors import ProbclrError
 from probclr.eval.results import ResultRow, load_rows
 from probclr.io import atomic_write_text, read_csv, read_json

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.reports.render import mean_pm, plt, save_figure, sns
+from analysis.reports.render import plt, save_figure, sns
+from analysis.reports.text import mean_pm
 from probclr.errors import ProbclrError
 from probclr.io import DamagedFileError, atomic_write_text, read_json
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.reports.render import mean_pm
+from analysis.reports.text import mean_pm
 from probclr.eval.results import ResultRow, summary_frame
 
 

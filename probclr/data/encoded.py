@@ -34,7 +34,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import PIL
 import torch
-import torchvision
 from torch import Tensor
 
 from probclr.data.folders import DECODE_THREADS, check_same_size, decode_one
@@ -241,6 +240,8 @@ class EncodedSplits(FolderEntry):
 
     def key_extra(self) -> tuple[str, ...]:
         # the fast-decode flags hold for the decoders that checked them: their versions are part of the key
+        import torchvision  # imported where it is used (decoding needs it anyway): ~2 s that other runs skip
+
         return f"pillow {PIL.__version__}", f"torchvision {torchvision.__version__}"
 
     def _put(self, plan: FolderPlan) -> None:

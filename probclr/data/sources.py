@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import importlib.util
 import os
 import pickle
 from pathlib import Path
@@ -107,22 +109,38 @@ def _data_dir(cfg: DataConfig, default_sub: str) -> Path:
 # digits: the embedded default
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(1797, 8, 8) pixel counts 0..16 and (1797,) labels: ``sklearn.datasets.load_digits``'s ``images`` and
+    ``target``, read from the CSV inside scikit-learn's wheel without importing scikit-learn (whose datasets
+    module costs ~1 s of imports in every process that only wants these 115 kB); through scikit-learn when
+    its wheel lays the file out otherwise."""
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(roots[0]) / "datasets" / "data" / "digits.csv.gz" if roots else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")  # (1797, 65): 64 pixels, then the label
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def digits(size: int = 16) -> Splits:
     """scikit-learn's 1,797 8x8 handwritten digits (UCI), upsampled to ``size`` and made RGB.
 
     A fixed stratified 80/20 split (seed 0); no download: the data ship inside scikit-learn's wheel.
     """
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    images, target = digits_arrays()
+    x = torch.from_numpy(images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = x.mul(255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()  # (N, 3, s, s)
-    y = torch.from_numpy(d.target).long()
+    y = torch.from_numpy(target).long()
     rng = np.random.RandomState(0)
     test_mask = np.zeros(len(y), dtype=bool)
     for c in range(10):
-        idx = np.flatnonzero(d.target == c)
+        idx = np.flatnonzero(target == c)
         test_mask[rng.permutation(idx)[: len(idx) // 5]] = True
     tm = torch.from_numpy(test_mask)
     classes = tuple(str(c) for c in range(10))

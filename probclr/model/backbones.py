@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from probclr.config import ModelConfig
@@ -69,6 +68,8 @@ def resnet(name: str, stem: str = "cifar") -> tuple[nn.Module, int]:
     """
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}")
+    import torchvision  # here, not at the top: ~2 s of import (torch._dynamo) that ConvNet runs never need
+
     net = getattr(torchvision.models, name)(weights=None)
     if stem in ("cifar", "small"):
         net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)

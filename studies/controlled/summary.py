@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from analysis.reports.controlled_report import controlled_frames
-from analysis.reports.render import md_table, plt, save_figure
+from analysis.reports.render import plt, save_figure
+from analysis.reports.text import md_table
 
 
 def summary_table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:

@@ -19,6 +19,24 @@ def write_images(folder, n, size=(12, 10), mode="RGB", start=0):
         Image.fromarray(arr).convert(mode).save(folder / f"{start + i:03d}.png")
 
 
+@pytest.mark.parametrize("through_sklearn", [False, True])
+def test_digits_are_scikit_learns_digits_read_without_importing_it(monkeypatch, through_sklearn):
+    """The embedded digits, read from the CSV in scikit-learn's wheel, equal ``load_digits()`` exactly; where
+    the file is not found they come through scikit-learn itself."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from probclr.data.sources import digits_arrays
+
+    if through_sklearn:
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    images, target = digits_arrays()
+    d = load_digits()
+    assert images.dtype == d.images.dtype and np.array_equal(images, d.images)
+    assert target.dtype == d.target.dtype and np.array_equal(target, d.target)
+
+
 def test_digits_default_needs_no_download():
     s = load_splits(DataConfig())
     assert s.train.images.dtype == torch.uint8 and s.train.images.shape[1:] == (3, 16, 16)

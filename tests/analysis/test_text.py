@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from analysis.reports.render import mean_pm, series_pm
+from analysis.reports.text import mean_pm, series_pm
 
 
 def test_mean_pm_and_series_pm():
