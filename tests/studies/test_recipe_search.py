@@ -41,3 +41,16 @@ def test_means_over_seeds_and_changes_paired_by_seed(tmp_path):
     assert table.loc["wide", "Δ 1 %"] == pytest.approx(3.0)
     assert table.loc["wide", "Δ 10 %"] == pytest.approx(-2.0)
     assert table.loc["wide", "Δ 100 %"] == pytest.approx(8.0)
+
+
+def test_recipe_choice_refuses_a_missing_config_before_anything_runs(tmp_path):
+    """benchmarks/recipe_choice.sh: a config file that is not there is one line and exit code 2."""
+    import subprocess
+
+    script = SCRIPT.parent / "recipe_choice.sh"
+    res = subprocess.run(["bash", str(script), str(tmp_path / "out"), "0", str(tmp_path / "nope.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.strip() == f"no config file {tmp_path / 'nope.yaml'}"
+    assert not list((tmp_path / "out").iterdir())  # its log is not started
+    res = subprocess.run(["bash", str(script), str(tmp_path / "out"), "0"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "give at least one CONFIG" in res.stderr
