@@ -197,19 +197,7 @@ def _analyze_into(
         _csv(df, out / f"{name}.csv")
 
     t = time.perf_counter()
-    model = load_model(ckpt)
-    splits = load_splits(cfg.data)
-    test_images = (splits.test if split == "test" else splits.val).images  # type: ignore[union-attr]
-    n_amb = min(ambiguity_images, test_images.shape[0])
-    pick = torch.randperm(test_images.shape[0], generator=torch.Generator().manual_seed(0))[:n_amb]
-
-    def probe(features: Tensor) -> Tensor:
-        return best_probe.probs(features.float())
-
-    amb = ambiguity_analysis(model, test_images[pick], seed=0, probe=probe)
-    _csv(amb.correlations, out / "ambiguity.csv")
-    _csv(amb.by_level, out / "ambiguity_levels.csv")
-    _csv(amb.per_image, out / "ambiguity_per_image.csv")
+    n_amb = _ambiguity_into(out, ckpt, cfg, split, ambiguity_images, best_probe)
     timings["ambiguity_s"] = time.perf_counter() - t
 
     evaluated = emb.split(split)
@@ -222,22 +210,7 @@ def _analyze_into(
              out / "human_agreement.csv")
 
     t = time.perf_counter()
-    gen = torch.Generator().manual_seed(0)
-    sel = torch.randperm(evaluated.h.shape[0], generator=gen)[:map_points]
-    shown = evaluated.take(sel)
-    frames = []
-    skipped: dict[str, str] = {}
-    if sel.numel() < MIN_MAP_POINTS:  # too few images for a map: said in analysis.json, the rest goes on
-        skipped["embedding maps"] = f"{sel.numel()} images, fewer than the {MIN_MAP_POINTS} a map needs"
-    for method in ([] if skipped else maps):
-        xy = embedding_map(shown.h, method)
-        df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
-                           "class": [emb.classes[i] for i in shown.labels.tolist()]})
-        if shown.kappa is not None:
-            df["kappa"] = shown.kappa.numpy()
-        frames.append(df)
-    if frames:
-        _csv(pd.concat(frames, ignore_index=True), out / "embedding_map.csv")
+    n_map, skipped = _maps_into(out, evaluated, emb.classes, maps, map_points)
     timings["maps_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -247,7 +220,48 @@ def _analyze_into(
     atomic_write_json(out / "analysis.json", {
         "run": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": emb.checkpoint_sha256,
         "loss": cfg.loss.name, "split": split, "seeds": seeds or cfg.eval.seeds, "fractions": list(cfg.eval.fractions),
-        "ambiguity_images": n_amb, "map_points": int(sel.numel()),
+        "ambiguity_images": n_amb, "map_points": n_map,
         "cifar10h": cifar10h, "timings": timings, "skipped": skipped,
         "provenance": provenance(torch.device("cpu"), command),
     })
+
+
+def _ambiguity_into(out: Path, ckpt: Path, cfg: Config, split: str, images: int, best_probe: LinearProbe) -> int:
+    """Crops, centre crops and corruptions of a seeded subset of the evaluated split's images, scored by every
+    uncertainty (``ambiguity*.csv``); returns how many images were used."""
+    model = load_model(ckpt)
+    splits = load_splits(cfg.data)
+    test_images = (splits.test if split == "test" else splits.val).images  # type: ignore[union-attr]
+    n_amb = min(images, test_images.shape[0])
+    pick = torch.randperm(test_images.shape[0], generator=torch.Generator().manual_seed(0))[:n_amb]
+
+    def probe(features: Tensor) -> Tensor:
+        return best_probe.probs(features.float())
+
+    amb = ambiguity_analysis(model, test_images[pick], seed=0, probe=probe)
+    _csv(amb.correlations, out / "ambiguity.csv")
+    _csv(amb.by_level, out / "ambiguity_levels.csv")
+    _csv(amb.per_image, out / "ambiguity_per_image.csv")
+    return n_amb
+
+
+def _maps_into(out: Path, evaluated: Embeddings, classes: list[str], maps: tuple[str, ...], points: int,
+               ) -> tuple[int, dict[str, str]]:
+    """2-D maps of h (t-SNE, UMAP) of a seeded subset, by class and κ (``embedding_map.csv``); returns the
+    number of images shown and what was skipped (too few images for a map: said, the rest goes on)."""
+    sel = torch.randperm(evaluated.h.shape[0], generator=torch.Generator().manual_seed(0))[:points]
+    shown = evaluated.take(sel)
+    skipped: dict[str, str] = {}
+    if sel.numel() < MIN_MAP_POINTS:
+        skipped["embedding maps"] = f"{sel.numel()} images, fewer than the {MIN_MAP_POINTS} a map needs"
+    frames = []
+    for method in ([] if skipped else maps):
+        xy = embedding_map(shown.h, method)
+        df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "method": method,
+                           "class": [classes[i] for i in shown.labels.tolist()]})
+        if shown.kappa is not None:
+            df["kappa"] = shown.kappa.numpy()
+        frames.append(df)
+    if frames:
+        _csv(pd.concat(frames, ignore_index=True), out / "embedding_map.csv")
+    return int(sel.numel()), skipped
