@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from analysis.measures.seed_summary import t_interval
 from analysis.reports.render import plt, save_figure, sns
 from analysis.reports.text import mean_pm
 from probclr.errors import ProbclrError
@@ -139,6 +141,37 @@ def best_on_validation(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _point_name(keys: list[str], values: tuple) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, values, strict=True)
+                     if not (k == "epoch" and v == -1))
+
+
+def paired_against_best(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """Per probe and label fraction, on validation: each point's accuracy minus the best point's, paired by
+    pretraining seed (a seed's label subsets averaged first), as the mean and 95 % t-interval over the seeds
+    both have — whether the best point is distinguishable from each other point, not only ahead of it."""
+    pre = df[(df["kind"] != "supervised") & (df["split"] == "val")]
+    if pre.empty:
+        return pd.DataFrame()
+    pre = pre.assign(epoch=pre["epoch"].fillna(-1))
+    keys = [*_params(pre, meta), "epoch"]
+    per_seed = pre.groupby([*keys, "probe", "fraction", "point_seed"], dropna=False)["accuracy"].mean().reset_index()
+    rows = []
+    for (probe, fraction), g in per_seed.groupby(["probe", "fraction"]):
+        points = {k: sub.set_index("point_seed")["accuracy"] for k, sub in g.groupby(keys, dropna=False)}
+        best = max(points, key=lambda k: points[k].mean())
+        for k, acc in points.items():
+            if k == best:
+                continue
+            both = acc.index.intersection(points[best].index)
+            m, lo, hi = t_interval(100 * (acc[both] - points[best][both]).to_numpy(dtype=np.float64))
+            rows.append({"probe": probe, "fraction": fraction, "best on validation": _point_name(keys, best),
+                         "point": _point_name(keys, k), "seeds": len(both),
+                         "Δ val accuracy (points), 95 % CI": f"{m:+.2f}" + ("" if np.isnan(lo) else
+                                                                            f" [{lo:+.2f}, {hi:+.2f}]")})
+    return pd.DataFrame(rows)
+
+
 def _md(table: pd.DataFrame) -> list[str]:
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -158,6 +191,9 @@ def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     best = best_on_validation(df, meta)
     if len(best):
         lines += ["", "## The best point, chosen on validation, scored on test", "", *_md(best)]
+    paired = paired_against_best(df, meta)
+    if len(paired):
+        lines += ["", "## Every point against the best, paired by pretraining seed (validation)", "", *_md(paired)]
     wall = df.drop_duplicates("point")["wall_s"].sum()
     header = [f"# sweep `{meta['spec']['name']}`", "",
               f"Points finished: {df['point'].nunique()} of {len(meta['points'])}; wall time of finished points:"

@@ -213,6 +213,36 @@ def test_the_best_point_is_chosen_on_validation_and_reported_on_test(tmp_path):
     assert "chosen on validation, scored on test" in md.read_text()
 
 
+def test_points_are_compared_with_the_best_paired_by_pretraining_seed(tmp_path):
+    """Seeds shift every point alike by 5 points (unpaired, the points overlap); paired by seed, lr 0.2 is
+    1.6 points below lr 0.1 with the t-interval of its three per-seed differences, lr 0.4 exactly 10 below."""
+    from scipy import stats
+
+    from analysis.reports.sweep_report import paired_against_best, sweep_frame, sweep_report
+
+    out, points = tmp_path / "paired", {}
+    base = {0.1: 0.60, 0.2: 0.58, 0.4: 0.50}
+    for s in (0, 1, 2):
+        for lr in base:
+            name = f"lr={lr},seed={s}"
+            points[name] = {"kind": "pretrain", "params": {"optim.lr": lr}, "config": {}}
+            rows = [{"method": "simclr", "probe": "linear", "fraction": 0.1, "seed": sub, "n_labels": 10,
+                     "accuracy": base[lr] + 0.05 * s + 0.002 * sub + (0.004 * s if lr == 0.2 else 0.0), "nll": 1.0,
+                     "ece": 0.1, "brier": 0.5, "detail": "", "epoch": 4, "split": "val"} for sub in (0, 1)]
+            _fake_point(out, name, "pretrain", {"optim.lr": lr}, s, rows)
+    (out / "sweep.json").write_text(json.dumps(
+        {"spec": {"name": "paired", "study": "generic", "split": "val"}, "points": points}))
+    table = paired_against_best(*sweep_frame(out)).set_index("point")
+    assert set(table["best on validation"]) == {"lr=0.1, epoch=4"} and list(table["seeds"]) == [3, 3]
+    diffs = [-2.0, -1.6, -1.2]  # lr 0.2 minus lr 0.1 per seed, points
+    half = stats.t.ppf(0.975, 2) * stats.tstd(diffs) / 3 ** 0.5
+    ci = table.loc["lr=0.2, epoch=4", "Δ val accuracy (points), 95 % CI"]
+    assert ci == f"{-1.6:+.2f} [{-1.6 - half:+.2f}, {-1.6 + half:+.2f}]" == "-1.60 [-2.59, -0.61]"
+    assert table.loc["lr=0.4, epoch=4", "Δ val accuracy (points), 95 % CI"] == "-10.00 [-10.00, -10.00]"
+    _, md, _ = sweep_report(out)
+    assert "paired by pretraining seed" in md.read_text()
+
+
 def test_a_sweep_scored_on_both_splits_keeps_supervised_on_test(tmp_path):
     cfg = write(tmp_path, grid={"augment.strength": [0.5]}, supervised=True, split="both")
     out = tmp_path / "sw"
