@@ -125,20 +125,26 @@ def best_on_validation(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     if not {"val", "test"} <= set(pre["split"]):
         return pd.DataFrame()
     keys = [*_params(pre, meta), "epoch"]
-    mean = pre.groupby([*keys, "probe", "fraction", "split"], dropna=False)["accuracy"].agg(["mean", "std", "size"])
     rows = []
-    for (probe, fraction), g in mean.reset_index().groupby(["probe", "fraction"]):
-        val = g[g["split"] == "val"].sort_values("mean", ascending=False)
+    for (probe, fraction), g in pre.groupby(["probe", "fraction"]):
+        val = g[g["split"] == "val"]
         if val.empty:
             continue
-        best = val.iloc[0]
-        test = g[(g["split"] == "test") & (g[keys] == best[keys]).all(axis=1)]
-        point = ", ".join(f"{k}={best[k]:g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys)
-        rows.append({"probe": probe, "fraction": fraction, "best on validation": point,
-                     "val accuracy %": mean_pm(best["mean"], best["std"], 100),
-                     "test accuracy %": (mean_pm(test["mean"].iloc[0], test["std"].iloc[0], 100)
-                                         if len(test) else "not scored")})
+        best = _best(val, keys)
+        test = g[(g["split"] == "test") & (g[keys] == pd.Series(best, index=keys)).all(axis=1)]["accuracy"]
+        chosen = val[(val[keys] == pd.Series(best, index=keys)).all(axis=1)]["accuracy"]
+        rows.append({"probe": probe, "fraction": fraction, "best on validation": _point_name(keys, best),
+                     "val accuracy %": mean_pm(chosen.mean(), chosen.std(), 100),
+                     "test accuracy %": mean_pm(test.mean(), test.std(), 100) if len(test) else "not scored"})
     return pd.DataFrame(rows)
+
+
+def _best(val: pd.DataFrame, keys: list[str]) -> tuple:
+    """The point (its values of ``keys``) with the highest mean validation accuracy over all its rows (pretraining
+    seeds x label subsets); the first in sweep order on a tie."""
+    means = val.groupby(keys, dropna=False, sort=False)["accuracy"].mean()
+    best = means.index[int(np.argmax(means.to_numpy()))]
+    return best if isinstance(best, tuple) else (best,)  # one key: a plain index of scalars
 
 
 def _point_name(keys: list[str], values: tuple) -> str:
@@ -159,7 +165,7 @@ def paired_against_best(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     rows = []
     for (probe, fraction), g in per_seed.groupby(["probe", "fraction"]):
         points = {k: sub.set_index("point_seed")["accuracy"] for k, sub in g.groupby(keys, dropna=False)}
-        best = max(points, key=lambda k: points[k].mean())
+        best = _best(pre[(pre["probe"] == probe) & (pre["fraction"] == fraction)], keys)  # the same choice as above
         for k, acc in points.items():
             if k == best:
                 continue
