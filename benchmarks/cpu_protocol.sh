@@ -4,6 +4,8 @@
 # under the same probes, the supervised baseline on the same label subsets (lr and weight decay chosen per
 # fraction on the validation split: --tune), and SimCLR with --new-loss. Label subsets come from the label
 # pool (45,000 images); the 5,000 validation images are seen by pretraining, unlabeled, and by nothing else.
+# In that order: SimCLR at every seed, the random encoder, the supervised baseline, then --new-loss at every seed;
+# a finished step is skipped and a pretraining resumes from its last checkpoint, so the script can be re-run.
 #   PROBCLR_DATA_DIR=../shared/data [CONFIG=configs/cifar10_cpu.yaml] bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
 set -euo pipefail
 out=${1:-runs/protocol}; shift || true
@@ -31,8 +33,7 @@ newloss() {
     probclr evaluate --run "$out/prob-s$s" --method simclr-new-loss | tee -a "$out/protocol.log"
   fi
 }
-first=${seeds%% *}
-simclr "$first"
+for s in $seeds; do simclr "$s"; done
 if [ ! -f "$out/random/eval/last/results.json" ]; then
   log "random encoder"
   [ -f "$out/random/checkpoints/last.pt" ] || probclr pretrain --config $cfg --epochs 0 --out "$out/random" 2>/dev/null
@@ -41,6 +42,5 @@ fi
 log "supervised"
 probclr supervised --config $cfg --seeds 3 --tune --set "supervised.grid_lr=[0.1, 0.2]" \
   --set "supervised.grid_weight_decay=[0.0005, 0.005]" --out "$out/supervised" | tee -a "$out/protocol.log"
-for s in $seeds; do simclr "$s"; done
 for s in $seeds; do newloss "$s"; done
 log "done"

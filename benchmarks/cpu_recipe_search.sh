@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The CPU-recipe search of BENCHMARKS.md §4, every choice on the 5,000 validation images: each candidate is
-# the CPU config (configs/cifar10_cpu.yaml) with one change, pretrained for EPOCHS (default 3; warm-up half an
-# epoch, kNN monitor off) on all 50,000 training images, then the linear probe at 1 / 10 / 100 % of the label
-# pool (one label subset) scored on validation. The per-epoch wall time is in each run's metrics.jsonl.
+# the narrow CPU config (configs/cifar10_cpu_narrow.yaml) with one change, pretrained for EPOCHS (default 3;
+# warm-up half an epoch, kNN monitor off) on all 50,000 training images, then the linear probe at 1 / 10 / 100 %
+# of the label pool (one label subset) scored on validation. The per-epoch wall time is in each run's metrics.jsonl.
 #   PROBCLR_DATA_DIR=../shared/data [EPOCHS=3] bash benchmarks/cpu_recipe_search.sh OUT_DIR SEED NAME [NAME ...]
 # A finished candidate is skipped; `python benchmarks/summarise_recipe.py OUT_DIR` tabulates them.
 set -euo pipefail
 out=${1:?OUT_DIR}; seed=${2:?SEED}; shift 2
 epochs=${EPOCHS:-3}
-cfg=configs/cifar10_cpu.yaml
+cfg=configs/cifar10_cpu_narrow.yaml
 declare -A sets=(
   [base]=""
   [crop0.2]="--set augment.crop_scale=[0.2,1.0]"

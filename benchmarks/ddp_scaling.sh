@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # 1 vs 2 processes on CPU (gloo), same global batch: images/s of the second epoch of a short pretraining run
-# (12,800 images, batch 128, configs/cifar10_cpu.yaml), alternating the settings, REPEATS times each.
+# (12,800 images, batch 128, configs/cifar10_cpu_narrow.yaml), alternating the settings, REPEATS times each.
 #   PROBCLR_DATA_DIR=../shared/data bash benchmarks/ddp_scaling.sh OUT_DIR [REPEATS]
 set -euo pipefail
 out=${1:-runs/ddp_scaling}; repeats=${2:-3}
 py=${PYTHON:-python}
-common=(pretrain --config configs/cifar10_cpu.yaml --device cpu --epochs 2 --set data.train_limit=12800
+common=(pretrain --config configs/cifar10_cpu_narrow.yaml --device cpu --epochs 2 --set data.train_limit=12800
         --set optim.warmup_epochs=0)
 mkdir -p "$out"
 for r in $(seq 1 "$repeats"); do

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 15's measurement: the CPU protocol (configs/cifar10_cpu.yaml, 30 epochs) for --new-loss (its default
-# variant), its deterministic baseline (loss.name=shrinkage) and NT-Xent, each over pretraining seeds; every
-# run is evaluated at 1 / 10 / 100 % labels, embedded and analysed on the 10,000 test images with CIFAR-10H
-# (the verified JPEG alignment), then `probclr report` gives each measure's seed-level mean and 95 % interval
+# The --new-loss study of BENCHMARKS.md §6: the CPU protocol (configs/cifar10_cpu_narrow.yaml, 30 epochs)
+# for --new-loss (its default variant), its deterministic baseline (loss.name=shrinkage) and NT-Xent, each
+# over pretraining seeds; every run is evaluated at 1 / 10 / 100 % labels, embedded and analysed on the 10,000
+# test images with CIFAR-10H (the verified JPEG alignment), then `probclr report` gives each measure's seed-level mean and 95 % interval
 # and kappa's verdict against the best label-free baseline. Variants are chosen on validation images first
 # (benchmarks/kappa_variants.sh); this script reads test only for the numbers it reports.
 #   PROBCLR_DATA_DIR=../shared/data bash benchmarks/kappa_protocol.sh OUT_DIR [SEEDS...]
@@ -14,7 +14,7 @@
 set -euo pipefail
 out=${1:-runs/kappa}; shift || true
 seeds=${*:-0 1 2}
-cfg=configs/cifar10_cpu.yaml
+cfg=configs/cifar10_cpu_narrow.yaml
 epochs=${EPOCHS:-30}
 methods=${METHODS:-prob simclr shrink}
 h=${PROBCLR_DATA_DIR:?set PROBCLR_DATA_DIR (the folder with cifar10-jpeg/ and cifar10h/)}/cifar10h

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The kappa-variant pilots of issue 15 (BENCHMARKS.md §6), every choice on the 5,000 validation images: each
+# The kappa-variant pilots of BENCHMARKS.md §6, every choice on the 5,000 validation images: each
 # variant is 3 epochs of the CPU protocol (--new-loss, or the NT-Xent control) (the session-5 beta pilots' protocol), then the
 # validation linear probe at 10 % labels and the validation analysis (R-AUROC, centre crops) of its embeddings.
 #   PROBCLR_DATA_DIR=../shared/data bash benchmarks/kappa_variants.sh OUT_DIR [NAME ...]
 # NAME is one of the variants below (default: all, in order); a finished variant is skipped.
 set -euo pipefail
 out=${1:-runs/variants}; shift || true
-cfg=configs/cifar10_cpu.yaml
+cfg=configs/cifar10_cpu_narrow.yaml
 # nt-xent: the deterministic control (its free norms are the label-free baselines kappa must beat)
 declare -A sets=(
   [nt-xent]=""

@@ -29,7 +29,7 @@ for s in $seeds; do
     esac
     rm -rf "$run"
     echo "[$(date -u +%H:%M:%S)] $m seed $s"
-    probclr pretrain --config configs/cifar10_cpu.yaml --dataset imagefolder --data-dir "$mixed" --epochs "$epochs" \
+    probclr pretrain --config configs/cifar10_cpu_narrow.yaml --dataset imagefolder --data-dir "$mixed" --epochs "$epochs" \
       "${flags[@]}" --seed "$s" --out "$run" 2>/dev/null | tail -1
     for split in val test; do
       python benchmarks/mixed_ambiguity.py score "$run" --mixed "$mixed" --split $split --json "$run/scores-$split.json"

@@ -29,7 +29,7 @@ def epoch_seconds(loss: str, limit: int, config: str, work: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="configs/cifar10_cpu.yaml")
+    ap.add_argument("--config", default="configs/cifar10_cpu_narrow.yaml")
     ap.add_argument("--limit", type=int, default=10000, help="training images per epoch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench/new_loss_cost.json")

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "cifar10_cpu.yaml")
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "cifar10_cpu_narrow.yaml")
     images = load_splits(cfg.data).pretrain.images
     cpu = torch.device("cpu")
     cache = Path(tempfile.mkdtemp())

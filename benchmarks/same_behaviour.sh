@@ -12,7 +12,7 @@ for rev in "$old" "$new"; do
   for loss in "" "--new-loss"; do
     run="$out/run-$rev${loss:+-prob}"
     rm -rf "$run"
-    (cd "$tree" && PYTHONPATH="$PWD" probclr pretrain --config configs/cifar10_cpu.yaml $loss --epochs 1 \
+    (cd "$tree" && PYTHONPATH="$PWD" probclr pretrain --config configs/cifar10_cpu_narrow.yaml $loss --epochs 1 \
       --set data.train_limit=12800 --set run.monitor_every=0 --seed 0 --out "$run" >/dev/null 2>&1)
     python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(sys.argv[2], repr(d['loss']), d['lr'], d.get('kappa_q50'))" \
       "$run/metrics.jsonl" "$rev${loss:+ --new-loss}"

@@ -1,4 +1,4 @@
-"""Peak memory of pretraining's data path for an image folder 4x larger than a memory cap (issue 18).
+"""Peak memory of pretraining's data path for an image folder 4x larger than a memory cap (BENCHMARKS.md §13).
 
 Writes a synthetic JPEG folder (``train/<class>/``, ``test/<class>/``) whose decoded images take ``--factor``
 times ``--cap-mb``, then, for each residency, runs a child process inside a cgroup-v1 memory cgroup capped at

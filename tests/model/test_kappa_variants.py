@@ -1,4 +1,4 @@
-"""The kappa variants of issue 15: the anchor's implicit head and the official code's two training phases."""
+"""The kappa variants (BENCHMARKS.md §6): the anchor's implicit head and the official code's two training phases."""
 
 import dataclasses
 
