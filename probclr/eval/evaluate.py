@@ -28,6 +28,10 @@ from probclr.run.checkpoint import file_digest
 from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 from probclr.run.runlock import stable_checkpoint
 
+# Probes whose fit is a function of the labeled subset alone (no seed): where label seeds draw the same subset
+# (every seed at 100 % labels) the fit is made once and its predictions shared, a bit-identical result.
+SEEDLESS_PROBES = frozenset({"knn"})
+
 
 def probe_rows(
     pool: Embeddings, evaluated: Embeddings, cfg: EvalConfig, method: str, num_classes: int,
@@ -36,6 +40,7 @@ def probe_rows(
     """Every probe at every fraction and label-subset seed; fit on the subset of the label pool's h, scored
     on the evaluated split (test, or validation with --split val); ``log`` hears of each fraction."""
     rows: list[ResultRow] = []
+    shared: dict[tuple[str, bytes], tuple[Tensor, str]] = {}
     for fraction in cfg.fractions:
         if log is not None:
             log(f"    {method}: {', '.join(cfg.probes)} at {100 * fraction:g} % labels")
@@ -44,7 +49,13 @@ def probe_rows(
             x, y = pool.h[idx], pool.labels[idx]  # (n, D), (n,)
             n = int(idx.numel())
             for probe in cfg.probes:
-                probs, detail = fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed)
+                key = (probe, idx.numpy().tobytes())
+                if probe in SEEDLESS_PROBES and key in shared:
+                    probs, detail = shared[key]
+                else:
+                    probs, detail = fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed)
+                    if probe in SEEDLESS_PROBES:
+                        shared[key] = (probs, detail)
                 rows.append(ResultRow.of(method, probe, fraction, seed, n, score(probs, evaluated.labels), detail))
     return rows
 

@@ -64,3 +64,33 @@ def test_fraction_leaving_a_class_empty(run, tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "load_splits", drop_class_three)
     with pytest.raises(ProbclrError, match="class 3 has no labeled"):
         evaluate_run(run, load_config(None, [*TINY, "eval.fractions=[0.1]", "eval.seeds=1"]).eval)
+
+
+def test_knn_fitted_once_where_label_seeds_draw_the_same_subset(monkeypatch):
+    """At 100 % labels every seed draws the whole pool: the seed-free kNN is fitted once and its rows equal a
+    fit per seed; at 50 % the seeds' subsets differ and each is fitted."""
+    import probclr.eval.evaluate as ev
+    from probclr.eval.embeddings import Embeddings
+    from probclr.probes.knn import train_knn_probe
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    h = torch.randn(60, 8, generator=gen) + 2.0 * torch.nn.functional.one_hot(labels, 8).float()  # (60, 8)
+    pool = Embeddings(h, h, h.norm(dim=1), None, labels)
+    query = Embeddings(h[:30] + 0.1, h[:30], h[:30].norm(dim=1), None, labels[:30])
+    cfg = load_config(None, ["eval.fractions=[0.5, 1.0]", "eval.seeds=3", "eval.probes=[knn]"]).eval
+    calls: list[int] = []
+
+    def counted(x, *a, **k):
+        calls.append(int(x.shape[0]))
+        return train_knn_probe(x, *a, **k)
+
+    monkeypatch.setattr(ev, "train_knn_probe", counted)
+    rows = ev.probe_rows(pool, query, cfg, "simclr", 3)
+    assert calls == [30, 30, 30, 60]  # three different halves, the whole pool once
+    monkeypatch.setattr(ev, "SEEDLESS_PROBES", frozenset())
+    calls.clear()
+    fresh = ev.probe_rows(pool, query, cfg, "simclr", 3)
+    assert calls == [30, 30, 30, 60, 60, 60]
+    assert rows == fresh
+    assert len({r.detail for r in rows if r.fraction == 1.0}) == 1
