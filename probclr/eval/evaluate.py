@@ -21,7 +21,7 @@ from probclr.eval.labels import check_fractions_possible, evaluated_split, num_c
 from probclr.eval.results import ResultRow, save_results
 from probclr.eval.supervised import Classifier, predict, train_classifier
 from probclr.probes.knn import train_knn_probe
-from probclr.probes.linear import train_linear_probe, train_mlp_probe
+from probclr.probes.linear import LogisticFit, train_linear_probe, train_mlp_probe
 from probclr.probes.metrics import score
 from probclr.provenance import provenance
 from probclr.run.checkpoint import file_digest
@@ -29,7 +29,8 @@ from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoi
 from probclr.run.runlock import stable_checkpoint
 
 # Probes whose fit is a function of the labeled subset alone (no seed): where label seeds draw the same subset
-# (every seed at 100 % labels) the fit is made once and its predictions shared, a bit-identical result.
+# (every seed at 100 % labels) the fit is made once and its predictions shared, a bit-identical result. The
+# linear probe shares its final refit the same way (its weight-decay choice depends on the seed).
 SEEDLESS_PROBES = frozenset({"knn"})
 
 
@@ -41,31 +42,36 @@ def probe_rows(
     on the evaluated split (test, or validation with --split val); ``log`` hears of each fraction."""
     rows: list[ResultRow] = []
     shared: dict[tuple[str, bytes], tuple[Tensor, str]] = {}
+    refits: dict[bytes, dict[float, LogisticFit]] = {}
     for fraction in cfg.fractions:
         if log is not None:
             log(f"    {method}: {', '.join(cfg.probes)} at {100 * fraction:g} % labels")
         for seed in range(cfg.seeds):
             idx = label_subset(pool.labels, fraction, seed)
+            subset = idx.numpy().tobytes()  # equal wherever two seeds draw the same subset
             x, y = pool.h[idx], pool.labels[idx]  # (n, D), (n,)
-            n = int(idx.numel())
             for probe in cfg.probes:
-                key = (probe, idx.numpy().tobytes())
-                if probe in SEEDLESS_PROBES and key in shared:
-                    probs, detail = shared[key]
+                if probe in SEEDLESS_PROBES and (probe, subset) in shared:
+                    probs, detail = shared[(probe, subset)]
                 else:
-                    probs, detail = fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed)
+                    refit = refits.setdefault(subset, {})
+                    probs, detail = fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed, refit)
                     if probe in SEEDLESS_PROBES:
-                        shared[key] = (probs, detail)
-                rows.append(ResultRow.of(method, probe, fraction, seed, n, score(probs, evaluated.labels), detail))
+                        shared[(probe, subset)] = (probs, detail)
+                s = score(probs, evaluated.labels)
+                rows.append(ResultRow.of(method, probe, fraction, seed, int(idx.numel()), s, detail))
     return rows
 
 
 def fit_and_predict(
     probe: str, x: Tensor, y: Tensor, query: Tensor, num_classes: int, cfg: EvalConfig, seed: int,
+    refits: dict[float, LogisticFit] | None = None,
 ) -> tuple[Tensor, str]:
-    """Fit one probe on the labeled subset (x (N, D), y (N,)); (N_query, C) probabilities and a description."""
+    """Fit one probe on the labeled subset (x (N, D), y (N,)); (N_query, C) probabilities and a description.
+    ``refits`` shares the linear probe's final fits between seeds that drew this same subset."""
     if probe == "linear":
-        p = train_linear_probe(x, y, num_classes, cfg.weight_decays, cfg.holdout, seed, cfg.max_iter, cfg.probe_tol)
+        p = train_linear_probe(x, y, num_classes, cfg.weight_decays, cfg.holdout, seed, cfg.max_iter, cfg.probe_tol,
+                               refits)
         return p.probs(query), p.describe()
     if probe == "mlp":
         m = train_mlp_probe(x, y, num_classes, cfg.mlp_hidden, cfg.mlp_epochs, seed)

@@ -105,9 +105,12 @@ def _standardise(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def train_linear_probe(
     x: Tensor, y: Tensor, num_classes: int, weight_decays: tuple[float, ...], holdout: float, seed: int,
-    max_iter: int = 2000, tol: float = 1e-7,
+    max_iter: int = 2000, tol: float = 1e-7, final_fits: dict[float, LogisticFit] | None = None,
 ) -> LinearProbe:
-    """Choose weight decay on a held-out part of the labeled subset (NLL), refit on all of it to convergence."""
+    """Choose weight decay on a held-out part of the labeled subset (NLL), refit on all of it to convergence.
+
+    ``final_fits`` (weight decay -> fit) shares the refit between calls on the same (x, y) — label seeds that
+    draw the same subset but hold out different parts of it: the refit does not depend on the seed."""
     x = x.float()
     fit_idx, hold_idx = holdout_split(y, holdout, seed)
     if len(weight_decays) == 1 or hold_idx.numel() == 0 or torch.unique(y[hold_idx]).numel() < 2:
@@ -118,7 +121,11 @@ def train_linear_probe(
                                  max_iter, tol)
         selection = f"held-out {hold_idx.numel()} of {y.numel()} labels"
     mean, std = _standardise(x)
-    fit = fit_logistic((x - mean) / std, y, num_classes, wd, max_iter, tol)
+    fit = final_fits.get(wd) if final_fits is not None else None
+    if fit is None:
+        fit = fit_logistic((x - mean) / std, y, num_classes, wd, max_iter, tol)
+        if final_fits is not None:
+            final_fits[wd] = fit
     return LinearProbe(fit.weight, fit.bias, mean, std, wd, selection, fit.iterations, fit.grad_norm, fit.converged)
 
 

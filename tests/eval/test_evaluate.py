@@ -94,3 +94,34 @@ def test_knn_fitted_once_where_label_seeds_draw_the_same_subset(monkeypatch):
     assert calls == [30, 30, 30, 60, 60, 60]
     assert rows == fresh
     assert len({r.detail for r in rows if r.fraction == 1.0}) == 1
+
+
+def test_linear_refit_shared_where_label_seeds_draw_the_same_subset(monkeypatch):
+    """At 100 % labels the seeds hold out different parts to choose the weight decay, but the refit on the
+    whole subset is the same computation: made once per chosen decay, rows equal a refit per seed."""
+    import probclr.eval.evaluate as ev
+    import probclr.probes.linear as lin
+    from probclr.eval.embeddings import Embeddings
+    from probclr.probes.metrics import score
+
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(60) % 3
+    h = torch.randn(60, 8, generator=gen) + 1.5 * torch.nn.functional.one_hot(labels, 8).float()  # (60, 8)
+    pool = Embeddings(h, h, h.norm(dim=1), None, labels)
+    query = Embeddings(h[:30] + 0.2, h[:30], h[:30].norm(dim=1), None, labels[:30])
+    cfg = load_config(None, ["eval.fractions=[1.0]", "eval.seeds=3", "eval.probes=[linear]",
+                             "eval.weight_decays=[0.001, 0.1]"]).eval
+    sizes: list[int] = []
+    real_fit = lin.fit_logistic
+
+    def counted(x, *a, **k):
+        sizes.append(int(x.shape[0]))
+        return real_fit(x, *a, **k)
+
+    monkeypatch.setattr(lin, "fit_logistic", counted)
+    rows = ev.probe_rows(pool, query, cfg, "simclr", 3)
+    chosen = {r.detail.split(" ")[0] for r in rows}
+    assert sizes.count(60) == len(chosen) < 3 and sizes.count(48) == 6  # 2 decays x 3 holdouts of 12
+    for r in rows:  # a refit per seed, without sharing, gives the same rows
+        p = lin.train_linear_probe(h, labels, 3, cfg.weight_decays, cfg.holdout, r.seed, cfg.max_iter, cfg.probe_tol)
+        assert p.describe() == r.detail and score(p.probs(query.h), query.labels).nll == r.nll
