@@ -40,12 +40,14 @@ def test_feature_cache_from_another_checkpoint_is_refused(run, tmp_path):
 
     other = tmp_path / "other"
     shutil.copytree(run, other)
+    cfg = load_config(None, [*TINY, "eval.fractions=[0.1]", "eval.seeds=1"]).eval
+    evaluate_run(other, cfg)  # writes the feature cache (whichever test ran first on this worker)
     feats = next((other / "embeddings" / "cache").glob("*.pt"))
     state = torch.load(feats, weights_only=True)
     state["key"] = "0" * 64  # pretend it came from a different checkpoint or other images
     torch.save(state, feats)
     with pytest.raises(ProbclrError, match="does not match its checkpoint and images"):
-        evaluate_run(other, load_config(None, [*TINY, "eval.fractions=[0.1]", "eval.seeds=1"]).eval)
+        evaluate_run(other, cfg)
 
 
 def test_fraction_leaving_a_class_empty(run, tmp_path, monkeypatch):
