@@ -14,10 +14,25 @@ import time
 
 import torch
 
+import probclr.probes.linear as linear
 from probclr.config import EvalConfig
-from probclr.data.fractions import holdout_split, label_subset
+from probclr.data.fractions import label_subset
 from probclr.probes.knn import train_knn_probe
-from probclr.probes.linear import _standardise, fit_logistic
+
+
+def timed_fits() -> None:
+    """Make every fit_logistic of the linear probe print its wall time, iterations and size."""
+    real = linear.fit_logistic
+
+    def fit(x: torch.Tensor, y: torch.Tensor, *a: object, **k: object) -> linear.LogisticFit:
+        t = time.perf_counter()
+        f = real(x, y, *a, **k)  # type: ignore[arg-type]
+        wd = a[1] if len(a) > 1 else k.get("weight_decay")
+        print(f"D={x.shape[1]} n={x.shape[0]} fit wd={wd:g}: {time.perf_counter() - t:.1f} s, {f.iterations} it,"
+              f" converged={f.converged}", flush=True)
+        return f
+
+    linear.fit_logistic = fit  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -32,19 +47,9 @@ def main() -> None:
     idx = label_subset(pool["labels"], args.fraction, args.seed)
     x, y = pool["h"][idx].float(), pool["labels"][idx]  # (n, D), (n,)
     classes = int(pool["labels"].max()) + 1
-    fit_idx, _ = holdout_split(y, ev.holdout, args.seed)
-    mean, std = _standardise(x[fit_idx])
-    xf, init = (x[fit_idx] - mean) / std, None
-    for wd in sorted(ev.weight_decays, reverse=True):
-        t = time.perf_counter()
-        f = fit_logistic(xf, y[fit_idx], classes, wd, ev.max_iter, ev.probe_tol, init)
-        init = (f.weight, f.bias)
-        print(f"D={x.shape[1]} n={x.shape[0]} choice fit wd={wd:g}: {time.perf_counter() - t:.1f} s,"
-              f" {f.iterations} it, converged={f.converged}", flush=True)
-    mean, std = _standardise(x)
-    t = time.perf_counter()
-    f = fit_logistic((x - mean) / std, y, classes, 1e-3, ev.max_iter, ev.probe_tol)
-    print(f"final refit wd=0.001 from zero: {time.perf_counter() - t:.1f} s, {f.iterations} it", flush=True)
+    timed_fits()  # the weight-decay choice's fits (80 % of the subset), then the refit on all of it
+    p = linear.train_linear_probe(x, y, classes, ev.weight_decays, ev.holdout, args.seed, ev.max_iter, ev.probe_tol)
+    print(f"linear probe: {p.describe()}", flush=True)
     t = time.perf_counter()
     knn = train_knn_probe(x, y, classes, ev.knn_k, ev.knn_max_share, ev.knn_temperature)
     acc = float((knn.probs(query["h"]).argmax(1) == query["labels"]).float().mean())
