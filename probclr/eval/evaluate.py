@@ -34,6 +34,14 @@ from probclr.run.runlock import stable_checkpoint
 SEEDLESS_PROBES = frozenset({"knn"})
 
 
+@dataclasses.dataclass
+class SubsetMemo:
+    """What the fits on one labeled subset share between the label seeds that drew it."""
+
+    predictions: dict[str, tuple[Tensor, str]] = dataclasses.field(default_factory=dict)  # seedless probe -> probs, detail
+    refits: dict[float, LogisticFit] = dataclasses.field(default_factory=dict)  # weight decay -> the linear final fit
+
+
 def probe_rows(
     pool: Embeddings, evaluated: Embeddings, cfg: EvalConfig, method: str, num_classes: int,
     log: Callable[[str], None] | None = None,
@@ -41,23 +49,19 @@ def probe_rows(
     """Every probe at every fraction and label-subset seed; fit on the subset of the label pool's h, scored
     on the evaluated split (test, or validation with --split val); ``log`` hears of each fraction."""
     rows: list[ResultRow] = []
-    shared: dict[tuple[str, bytes], tuple[Tensor, str]] = {}
-    refits: dict[bytes, dict[float, LogisticFit]] = {}
+    memos: dict[bytes, SubsetMemo] = {}  # keyed by the subset's indices: equal wherever two seeds draw the same
     for fraction in cfg.fractions:
         if log is not None:
             log(f"    {method}: {', '.join(cfg.probes)} at {100 * fraction:g} % labels")
         for seed in range(cfg.seeds):
             idx = label_subset(pool.labels, fraction, seed)
-            subset = idx.numpy().tobytes()  # equal wherever two seeds draw the same subset
+            memo = memos.setdefault(idx.numpy().tobytes(), SubsetMemo())
             x, y = pool.h[idx], pool.labels[idx]  # (n, D), (n,)
             for probe in cfg.probes:
-                if probe in SEEDLESS_PROBES and (probe, subset) in shared:
-                    probs, detail = shared[(probe, subset)]
-                else:
-                    refit = refits.setdefault(subset, {})
-                    probs, detail = fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed, refit)
-                    if probe in SEEDLESS_PROBES:
-                        shared[(probe, subset)] = (probs, detail)
+                shared = memo.predictions.get(probe)
+                probs, detail = shared or fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed, memo.refits)
+                if probe in SEEDLESS_PROBES:
+                    memo.predictions[probe] = (probs, detail)
                 s = score(probs, evaluated.labels)
                 rows.append(ResultRow.of(method, probe, fraction, seed, int(idx.numel()), s, detail))
     return rows
