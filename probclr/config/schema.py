@@ -70,6 +70,9 @@ class ModelConfig:
     backbone: Literal["convnet", "resnet18", "resnet50"] = "convnet"
     convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage of the small ConvNet
     convnet_pool_last: bool = True  # max-pool after the ConvNet's last stage too (False: average its full grid)
+    # the ConvNet's first convolution frozen as a whitening of the training images' 3x3 patches (label-free;
+    # probclr.model.whitening): its width convnet_widths[0] must be even and at most 54
+    convnet_whiten: bool = False
     proj_hidden: int | None = None  # hidden width of the projection MLP; None = feature dimension
     proj_dim: int = 128  # SimCLR: 128-d projection output
     # ResNet stem (probclr.model.backbones.resnet): auto = by image size when pretraining starts (<= 48 px cifar,

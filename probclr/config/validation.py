@@ -151,9 +151,23 @@ def _pairs(cfg: Config) -> str | None:
     return None
 
 
+def _whiten(cfg: Config) -> str | None:
+    m = cfg.model
+    if not m.convnet_whiten:
+        return None
+    if m.backbone != "convnet":
+        return f"model.convnet_whiten needs model.backbone convnet, got {m.backbone}; leave convnet_whiten out"
+    first = m.convnet_widths[0] if m.convnet_widths else 0
+    if first % 2 or first > 54:
+        return (f"model.convnet_whiten needs an even first width of at most 54 (both signs of up to 27 patch"
+                f" directions), got convnet_widths[0] = {first}")
+    return None
+
+
 RULES: tuple[Callable[[Config], str | None], ...] = (
     _pair("augment.crop_scale", 0, 1), _pair("augment.crop_ratio", 0), _pair("augment.blur_sigma", 0),
     _pair("augment.noise_std", 0, 1, strict_lo=False), _kappa_bounds, _fractions_once, _loggers, _probes, _pairs,
+    _whiten,
 )
 
 

@@ -63,8 +63,11 @@ def architecture(cfg: Config) -> dict[str, Any]:
     """How to build the backbone the weights load into: torchvision model + stem changes, or the ConvNet's layers."""
     m = cfg.model
     if m.backbone == "convnet":
-        return {"backbone": "convnet", "features": convnet_layers(tuple(m.convnet_widths), m.convnet_pool_last),
+        card = {"backbone": "convnet", "features": convnet_layers(tuple(m.convnet_widths), m.convnet_pool_last),
                 "forward": "h = features(x).mean(dim=(2, 3))", "feature_dim": int(m.convnet_widths[-1])}
+        if m.convnet_whiten:
+            card["frozen"] = "features.0: a whitening of the training images' 3x3 patches, not trained"
+        return card
     stem = "cifar" if m.stem == "auto" else m.stem
     return {"backbone": m.backbone, "torchvision": f"torchvision.models.{m.backbone}(weights=None)",
             "stem": stem, "stem_changes": STEM_CHANGES[stem], "forward": "h = net(x)"}

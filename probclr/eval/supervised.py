@@ -32,6 +32,7 @@ from probclr.eval.labels import check_fractions_possible, evaluated_split, num_c
 from probclr.eval.results import ResultRow, save_results
 from probclr.io import DamagedFileError, atomic_torch_save, atomic_write_json, read_json, safe_torch_load
 from probclr.model.backbones import Encoder, build_encoder, channel_stats, resolve_stem
+from probclr.model.whitening import first_layer_whitening
 from probclr.probes.metrics import score
 from probclr.provenance import provenance
 from probclr.train.optim import lr_at, param_groups, set_lr
@@ -110,7 +111,8 @@ def train_and_score(
     """
     idx = label_subset(splits.train.labels, fraction, seed)
     torch.manual_seed(cfg.run.seed + 1000 * seed)
-    model = Classifier(build_encoder(cfg.model, mean, std), num_classes)
+    whitening = first_layer_whitening(cfg.model, splits.pretrain.images, splits.pretrain_rows, mean, std)  # label-free
+    model = Classifier(build_encoder(cfg.model, mean, std, whitening), num_classes)
     if keep is not None and keep.is_file():
         model.load_state_dict(safe_torch_load(keep, "supervised model", "delete it to retrain"))
         model = model.to(device).eval()

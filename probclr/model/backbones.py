@@ -18,11 +18,15 @@ class ConvNet(nn.Module):
     """conv3x3-BN-ReLU-maxpool per stage, widths e.g. 32-64-128-256, then global average pooling.
 
     ``pool_last=False`` drops the last stage's max-pool: global average pooling then reads the last stage's
-    full grid (4x4 for 32 px images and four stages) instead of its 2x2 maxima.
+    full grid (4x4 for 32 px images and four stages) instead of its 2x2 maxima. ``whiten=True`` freezes the
+    first convolution, whose weights :func:`probclr.model.whitening.first_layer_whitening` gives from the training
+    images' patches before training (a checkpoint carries them).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool_last: bool = True) -> None:
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool_last: bool = True,
+                 whiten: bool = False) -> None:
         super().__init__()
+        self.whiten = whiten
         layers: list[nn.Module] = []
         prev = 3
         for i, w in enumerate(widths):
@@ -31,6 +35,7 @@ class ConvNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             prev = w
         self.features = nn.Sequential(*layers)
+        self.features[0].requires_grad_(not whiten)
         self.out_dim = prev
 
     def forward(self, x: Tensor) -> Tensor:
@@ -119,11 +124,15 @@ def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
     return mean.float(), std.float().clamp_min(1e-3)
 
 
-def build_encoder(cfg: ModelConfig, mean: Tensor, std: Tensor) -> Encoder:
-    """The encoder a ModelConfig names, with input normalisation by the dataset's channel statistics."""
+def build_encoder(cfg: ModelConfig, mean: Tensor, std: Tensor, whitening: Tensor | None = None) -> Encoder:
+    """The encoder a ModelConfig names, with input normalisation by the dataset's channel statistics;
+    ``whitening`` (probclr.model.whitening.first_layer_whitening) sets a whitening ConvNet's frozen first layer."""
     if cfg.backbone == "convnet":
-        net: nn.Module = ConvNet(cfg.convnet_widths, cfg.convnet_pool_last)
+        net: nn.Module = ConvNet(cfg.convnet_widths, cfg.convnet_pool_last, cfg.convnet_whiten)
         dim = net.out_dim  # type: ignore[assignment]
+        if whitening is not None:
+            with torch.no_grad():
+                net.features[0].weight.copy_(whitening)  # type: ignore[index,union-attr]
     else:  # "auto" is resolved from the image size when pretraining starts; unresolved (older runs) = cifar
         net, dim = resnet(cfg.backbone, "cifar" if cfg.stem == "auto" else cfg.stem)
     return Encoder(net, int(dim), mean, std)

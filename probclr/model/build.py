@@ -9,9 +9,10 @@ from probclr.model.backbones import build_encoder
 from probclr.model.heads import ImplicitProbabilisticHead, ProbabilisticHead, ProjectionHead, SimCLRModel
 
 
-def build_model(cfg: Config, mean: Tensor, std: Tensor) -> SimCLRModel:
-    """Encoder + projection head; with the probabilistic loss the head outputs (mu, kappa)."""
-    encoder = build_encoder(cfg.model, mean, std)
+def build_model(cfg: Config, mean: Tensor, std: Tensor, whitening: Tensor | None = None) -> SimCLRModel:
+    """Encoder + projection head; with the probabilistic loss the head outputs (mu, kappa). ``whitening``: the
+    frozen first layer's weights where ``model.convnet_whiten`` asks for one."""
+    encoder = build_encoder(cfg.model, mean, std, whitening)
     return SimCLRModel(encoder, build_head(cfg, encoder.out_dim))
 
 

@@ -38,6 +38,7 @@ from probclr.model.backbones import channel_stats, resolve_stem
 from probclr.model.build import build_model
 from probclr.model.forward import as_float_rgb, embed
 from probclr.model.heads import SimCLRModel
+from probclr.model.whitening import first_layer_whitening
 from probclr.provenance import provenance
 from probclr.run.rundir import RunDir
 from probclr.run.runlock import RunLock
@@ -214,6 +215,7 @@ class Data(NamedTuple):
     splits: Splits  # every split, decoded
     residency: Residency  # device | host | stream | encoded: data.residency resolved
     pairs: SoftLabelPairs | None = None  # data.pairs soft_labels: each anchor's partner is drawn by soft labels
+    whitening: Tensor | None = None  # model.convnet_whiten: the frozen first layer's weights, from these images
 
     def drop_decoded(self) -> Data:
         """With the images streamed from disk, let the decoded pretraining and label-pool images go."""
@@ -238,14 +240,15 @@ def load_data(cfg: Config, device: torch.device) -> tuple[Data, Config]:
     rows = splits.pretrain_rows
     sample = images[rows[:2] if rows is not None else torch.arange(2)].to(device)  # (2, C, H, W) canonical first two
     pairs = SoftLabelPairs.load(cfg.data.soft_labels or "", n, device) if cfg.data.pairs == "soft_labels" else None
+    whitening = first_layer_whitening(cfg.model, images, rows, mean, std)  # (W0, C, 3, 3) or None
     source = make_source(images, residency, device, cache_dir(cfg.data), rows)
-    return Data(source, n, mean, std, sample, splits, residency, pairs), cfg
+    return Data(source, n, mean, std, sample, splits, residency, pairs, whitening), cfg
 
 
 def place_model(cfg: Config, data: Data, device: torch.device, info: DistInfo) -> tuple[SimCLRModel, nn.Module]:
     """The model on its device, checked to run on these images before anything is written; with several
     processes also its DDP wrapper (and global batch norm with run.sync_bn)."""
-    model = build_model(cfg, data.mean, data.std).to(device)
+    model = build_model(cfg, data.mean, data.std, data.whitening).to(device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     check_model_runs(model, data.sample, cfg)  # before anything is written: a retry never meets a half-made run
