@@ -24,6 +24,7 @@ declare -A sets=(
   [w16-512-nopool]="--set model.convnet_widths=[16,64,128,512] --set model.convnet_pool_last=false"
   [w16-768-nopool]="--set model.convnet_widths=[16,64,128,768] --set model.convnet_pool_last=false"
   [w16-1024-nopool]="--set model.convnet_widths=[16,48,128,1024] --set model.convnet_pool_last=false"
+  [w16-768-nopool-whiten]="--set model.convnet_widths=[16,64,128,768] --set model.convnet_pool_last=false --set model.convnet_whiten=true"
 )
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/search.log"; }
