@@ -16,7 +16,8 @@ from torch import Tensor
 
 from probclr.config import ModelConfig
 
-WHITEN_IMAGES = 5000  # images whose patches estimate the covariance: evenly spaced over the canonical order
+WHITEN_IMAGES = 2000  # images whose patches estimate the covariance (1.8 M patches of 32 px images for 27 x 27
+# values), evenly spaced over the canonical order
 WHITEN_EPS = 5e-4  # added to every eigenvalue: the weakest directions are not amplified without bound
 
 
@@ -27,10 +28,9 @@ def patch_moments(x: Tensor, kernel: int, chunk: int = 256) -> tuple[Tensor, Ten
     total, outer, count = torch.zeros(p, dtype=torch.float64), torch.zeros(p, p, dtype=torch.float64), 0
     for start in range(0, x.shape[0], chunk):
         cols = F.unfold(x[start:start + chunk].double(), kernel)  # (n, P, L) one column per patch position
-        flat = cols.transpose(1, 2).reshape(-1, p)  # (n L, P)
-        total += flat.sum(dim=0)
-        outer += flat.T @ flat
-        count += flat.shape[0]
+        total += cols.sum(dim=(0, 2))
+        outer += torch.bmm(cols, cols.transpose(1, 2)).sum(dim=0)  # (P, P) summed over images and positions
+        count += cols.shape[0] * cols.shape[2]
     mean = total / count  # (P,)
     return mean, outer / count - torch.outer(mean, mean)
 
