@@ -26,7 +26,6 @@ class ConvNet(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool_last: bool = True,
                  whiten: bool = False) -> None:
         super().__init__()
-        self.whiten = whiten
         layers: list[nn.Module] = []
         prev = 3
         for i, w in enumerate(widths):
