@@ -96,8 +96,7 @@ def finetune_rows(
     for fraction in cfg.fractions:
         for seed in range(cfg.seeds):
             idx = label_subset(splits.train.labels, fraction, seed)
-            encoder = load_encoder(ckpt)
-            encoder.requires_grad_(True)
+            encoder = load_encoder(ckpt).trainable()
             torch.manual_seed(run_cfg.run.seed + 1000 * seed)
             model = Classifier(encoder, num_classes)
             model = train_classifier(run_cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device,

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,23 @@ from probclr.model.whitening import first_layer_whitening
 from probclr.probes.metrics import score
 from probclr.provenance import provenance
 from probclr.train.optim import lr_at, param_groups, set_lr
+
+
+class Setting(NamedTuple):
+    """What every supervised model of one run shares, computed once: the data and the encoder's inputs."""
+    splits: Splits  # every split, decoded
+    device: torch.device
+    num_classes: int
+    mean: Tensor  # (C,) channel statistics of the pretraining images
+    std: Tensor  # (C,)
+    whitening: Tensor | None  # (W0, C, 3, 3) model.convnet_whiten's frozen first layer (label-free), or None
+
+    @classmethod
+    def of(cls, cfg: Config, splits: Splits, device: torch.device) -> Setting:
+        """The statistics and whitening from the pretraining images, as pretraining computes them."""
+        mean, std = channel_stats(splits.pretrain.images)
+        whitening = first_layer_whitening(cfg.model, splits.pretrain.images, splits.pretrain_rows, mean, std)
+        return cls(splits, device, num_classes_of(splits), mean, std, whitening)
 
 
 class Classifier(nn.Module):
@@ -101,18 +119,18 @@ def point_key(cfg: Config, split: str) -> str:
 
 
 def train_and_score(
-    cfg: Config, splits: Splits, evaluated: ImageSet, fraction: float, seed: int, device: torch.device,
-    num_classes: int, mean: Tensor, std: Tensor, keep: Path | None = None,
+    cfg: Config, setting: Setting, evaluated: ImageSet, fraction: float, seed: int, keep: Path | None = None,
 ) -> ResultRow:
     """One supervised model from scratch on the seed's label subset, scored on ``evaluated``.
 
     ``keep``: where the trained weights are kept (a tuning point), and read back instead of retraining: the
     chosen grid point's seed-0 model is the final seed-0 model, scored on test only once it is chosen.
     """
+    splits, device = setting.splits, setting.device
     idx = label_subset(splits.train.labels, fraction, seed)
     torch.manual_seed(cfg.run.seed + 1000 * seed)
-    whitening = first_layer_whitening(cfg.model, splits.pretrain.images, splits.pretrain_rows, mean, std)  # label-free
-    model = Classifier(build_encoder(cfg.model, mean, std, whitening), num_classes)
+    encoder = build_encoder(cfg.model, setting.mean, setting.std, setting.whitening)
+    model = Classifier(encoder, setting.num_classes)
     if keep is not None and keep.is_file():
         model.load_state_dict(safe_torch_load(keep, "supervised model", "delete it to retrain"))
         model = model.to(device).eval()
@@ -147,24 +165,23 @@ def run_supervised(
     Resumable: finished points are read back, not retrained."""
     device = resolve_device(cfg.run)
     splits = load_splits(cfg.data)
-    num_classes = num_classes_of(splits)
     evaluated = evaluated_split(splits, split)
     check_fractions_possible(splits.train.labels, fractions)
-    mean, std = channel_stats(splits.pretrain.images)
     cfg = dataclasses.replace(cfg, model=resolve_stem(cfg.model, int(splits.train.images.shape[-1])))
+    setting = Setting.of(cfg, splits, device)
     out, t0 = Path(out), time.perf_counter()
     rows: list[ResultRow] = []
     chosen: dict[str, dict[str, float]] = {}
     for fraction in fractions:
         fcfg = cfg
         if tune:
-            fcfg, grid = tune_fraction(cfg, splits, fraction, device, num_classes, mean, std, out)
+            fcfg, grid = tune_fraction(cfg, setting, fraction, out)
             chosen[f"{fraction:g}"] = grid
         for seed in range(seeds):
             point = out / "points" / f"fraction{fraction:g}_seed{seed}_{split}_{point_key(fcfg, split)}.json"
             keep = tuning_weights(out, fraction, fcfg) if tune and seed == 0 else None
             rows.append(cached_point(point, lambda f=fraction, s=seed, c=fcfg, k=keep: train_and_score(
-                c, splits, evaluated, f, s, device, num_classes, mean, std, k)))
+                c, setting, evaluated, f, s, k)))
     meta = {
         "config": dataclasses.asdict(cfg), "provenance": provenance(device, command), "split": split,
         "split_sizes": split_sizes(splits), "tuned_on_val": chosen, "wall_s": time.perf_counter() - t0,
@@ -177,10 +194,7 @@ def tuning_weights(out: Path, fraction: float, cfg: Config) -> Path:
     return out / "tuning" / f"fraction{fraction:g}_{point_key(cfg, 'val')}.pt"
 
 
-def tune_fraction(
-    cfg: Config, splits: Splits, fraction: float, device: torch.device, num_classes: int, mean: Tensor, std: Tensor,
-    out: Path,
-) -> tuple[Config, dict[str, float]]:
+def tune_fraction(cfg: Config, setting: Setting, fraction: float, out: Path) -> tuple[Config, dict[str, float]]:
     """The grid point with the best validation accuracy (then NLL) at ``fraction``; every point is kept."""
     sup = cfg.supervised
     best: tuple[tuple[float, float], Config, ResultRow] | None = None
@@ -188,8 +202,7 @@ def tune_fraction(
         c = dataclasses.replace(cfg, supervised=dataclasses.replace(sup, lr=lr, weight_decay=wd, steps=steps))
         point = out / "tuning" / f"fraction{fraction:g}_{point_key(c, 'val')}.json"
         row = cached_point(point, lambda c=c: train_and_score(
-            c, splits, evaluated_split(splits, "val"), fraction, 0, device, num_classes, mean, std,
-            tuning_weights(out, fraction, c)))
+            c, setting, evaluated_split(setting.splits, "val"), fraction, 0, tuning_weights(out, fraction, c)))
         key = (row.accuracy, -row.nll)
         if best is None or key > best[0]:
             best = (key, c, row)

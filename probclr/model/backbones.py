@@ -34,6 +34,7 @@ class ConvNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             prev = w
         self.features = nn.Sequential(*layers)
+        self.whiten = whiten  # the first convolution stays frozen, also when the encoder is fine-tuned
         self.features[0].requires_grad_(not whiten)
         self.out_dim = prev
 
@@ -101,6 +102,14 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone((x - self.mean) / self.std)  # (B, D)
+
+    def trainable(self) -> Encoder:
+        """Gradients on (fine-tuning a frozen encoder), except a layer the design keeps frozen: a whitening
+        ConvNet's first convolution."""
+        self.requires_grad_(True)
+        if isinstance(self.backbone, ConvNet):
+            self.backbone.features[0].requires_grad_(not self.backbone.whiten)
+        return self
 
 
 def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:

@@ -96,17 +96,40 @@ def test_pretraining_keeps_the_whitening_frozen_and_in_the_checkpoint(tmp_path):
 
 def test_the_supervised_baseline_gets_the_same_frozen_whitening(tmp_path):
     """Supervised from scratch with the same config: its first layer is the pretraining images' whitening
-    (label-free), and stays so through training."""
+    (label-free, computed once per run), and stays so through training."""
     from probclr.data.sources import load_splits
-    from probclr.eval.labels import num_classes_of
-    from probclr.eval.supervised import train_and_score
+    from probclr.eval.supervised import Setting, train_and_score
     from probclr.model.backbones import channel_stats
 
     cfg = load_config(None, [*TINY, "supervised.steps=3", "supervised.batch_size=32"])
     splits = load_splits(cfg.data)
+    setting = Setting.of(cfg, splits, torch.device("cpu"))
     mean, std = channel_stats(splits.pretrain.images)
-    keep = tmp_path / "model.pt"
-    train_and_score(cfg, splits, splits.test, 0.5, 0, torch.device("cpu"), num_classes_of(splits), mean, std, keep)
-    first = next(v for k, v in torch.load(keep).items() if k.endswith("features.0.weight"))
     expected = first_layer_whitening(cfg.model, splits.pretrain.images, splits.pretrain_rows, mean, std)
+    torch.testing.assert_close(setting.whitening, expected, rtol=0, atol=0)
+    keep = tmp_path / "model.pt"
+    train_and_score(cfg, setting, splits.test, 0.5, 0, keep)
+    first = next(v for k, v in torch.load(keep).items() if k.endswith("features.0.weight"))
     torch.testing.assert_close(first, expected, rtol=0, atol=0)
+
+
+def test_fine_tuning_a_whitened_encoder_keeps_its_first_layer_frozen(tmp_path):
+    """Fine-tuning (evaluate --finetune) turns gradients back on for the encoder but not for the whitening,
+    which leaves training as it entered; the next layer trains."""
+    from probclr.data.sources import load_splits
+    from probclr.eval.frozen_model import load_encoder
+    from probclr.eval.supervised import Classifier, train_classifier
+
+    cfg = load_config(None, [*TINY, "optim.epochs=1", "supervised.steps=3", "supervised.batch_size=32"])
+    pretrain(cfg, tmp_path / "r")
+    encoder = load_encoder(tmp_path / "r" / "checkpoints" / "last.pt").trainable()
+    grads = {k: p.requires_grad for k, p in encoder.named_parameters()}
+    assert grads["backbone.features.0.weight"] is False
+    assert all(v for k, v in grads.items() if not k.startswith("backbone.features.0."))
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    splits = load_splits(cfg.data)
+    model = Classifier(encoder, 10)
+    train_classifier(cfg, model, splits.train.images[:64], splits.train.labels[:64], 0, torch.device("cpu"))
+    after = encoder.state_dict()
+    torch.testing.assert_close(after["backbone.features.0.weight"], before["backbone.features.0.weight"], rtol=0, atol=0)
+    assert not torch.equal(after["backbone.features.4.weight"], before["backbone.features.4.weight"])
