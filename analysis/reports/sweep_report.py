@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.measures.seed_summary import t_interval
 from analysis.reports.render import plt, save_figure, sns
-from analysis.reports.text import mean_pm
+from analysis.reports.text import md_table, mean_pm
 from probclr.errors import ProbclrError
 from probclr.io import DamagedFileError, atomic_write_text, read_json
 
@@ -178,13 +178,6 @@ def paired_against_best(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _md(table: pd.DataFrame) -> list[str]:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    return lines + ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |"
-                    for r in table.itertuples(index=False)]
-
-
 def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     """Writes ``table.csv``, ``table.md`` and ``figure.png`` into ``SWEEP/report``."""
     sweep_dir = Path(sweep_dir)
@@ -193,13 +186,13 @@ def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     out = sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "table.csv", table.to_csv(index=False))
-    lines = _md(table)
+    lines = [md_table(table)]
     best = best_on_validation(df, meta)
     if len(best):
-        lines += ["", "## The best point, chosen on validation, scored on test", "", *_md(best)]
+        lines += ["", "## The best point, chosen on validation, scored on test", "", md_table(best)]
     paired = paired_against_best(df, meta)
     if len(paired):
-        lines += ["", "## Every point against the best, paired by pretraining seed (validation)", "", *_md(paired)]
+        lines += ["", "## Every point against the best, paired by pretraining seed (validation)", "", md_table(paired)]
     wall = df.drop_duplicates("point")["wall_s"].sum()
     header = [f"# sweep `{meta['spec']['name']}`", "",
               f"Points finished: {df['point'].nunique()} of {len(meta['points'])}; wall time of finished points:"
