@@ -6,11 +6,18 @@
 # pool (45,000 images); the 5,000 validation images are seen by pretraining, unlabeled, and by nothing else.
 # In that order: SimCLR at every seed, the random encoder, the supervised baseline, then --new-loss at every seed;
 # a finished step is skipped and a pretraining resumes from its last checkpoint, so the script can be re-run.
-#   PROBCLR_DATA_DIR=../shared/data [CONFIG=configs/cifar10_cpu.yaml] bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
+# STEPS picks the steps to run (default: all four, in that order).
+#   PROBCLR_DATA_DIR=../shared/data [CONFIG=configs/cifar10_cpu.yaml] [STEPS="random supervised"] \
+#     bash benchmarks/cpu_protocol.sh OUT_DIR [SEEDS...]
 set -euo pipefail
 out=${1:-runs/protocol}; shift || true
 seeds=${*:-0 1 2}
 cfg=${CONFIG:-configs/cifar10_cpu.yaml}
+steps=" ${STEPS:-simclr random supervised newloss} "
+for step in $steps; do
+  case $step in simclr|random|supervised|newloss) ;; *) echo "STEPS: unknown step '$step' (valid: simclr random supervised newloss)" >&2; exit 2;; esac
+done
+step() { [[ $steps == *" $1 "* ]]; }
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/protocol.log"; }
 simclr() {
@@ -33,14 +40,16 @@ newloss() {
     probclr evaluate --run "$out/prob-s$s" --method simclr-new-loss | tee -a "$out/protocol.log"
   fi
 }
-for s in $seeds; do simclr "$s"; done
-if [ ! -f "$out/random/eval/last/results.json" ]; then
+if step simclr; then for s in $seeds; do simclr "$s"; done; fi
+if step random && [ ! -f "$out/random/eval/last/results.json" ]; then
   log "random encoder"
   [ -f "$out/random/checkpoints/last.pt" ] || probclr pretrain --config $cfg --epochs 0 --out "$out/random" 2>/dev/null
   probclr evaluate --run "$out/random" --method random-init | tee -a "$out/protocol.log"
 fi
-log "supervised"
-probclr supervised --config $cfg --seeds 3 --tune --set "supervised.grid_lr=[0.1, 0.2]" \
-  --set "supervised.grid_weight_decay=[0.0005, 0.005]" --out "$out/supervised" | tee -a "$out/protocol.log"
-for s in $seeds; do newloss "$s"; done
+if step supervised && [ ! -f "$out/supervised/results.json" ]; then
+  log "supervised"
+  probclr supervised --config $cfg --seeds 3 --tune --set "supervised.grid_lr=[0.1, 0.2]" \
+    --set "supervised.grid_weight_decay=[0.0005, 0.005]" --out "$out/supervised" | tee -a "$out/protocol.log"
+fi
+if step newloss; then for s in $seeds; do newloss "$s"; done; fi
 log "done"
