@@ -5,10 +5,11 @@
 
 What `probclr sweep report` and `benchmarks/summarise_protocol.py` read is kept (sweep.json, each point's
 done.json, each run's eval results.json, metrics.jsonl, config.yaml, provenance.json, the supervised
-results.json),
-so a table can be regenerated, and a study finished later, from the committed copy: checkpoints, embeddings
-and caches are left behind. A file over 2 MB is refused (records are kilobytes), and a file is never
-overwritten with different contents unless --replace is given.
+results.json and its finished points, the JSON files in points/ and tuning/), so a table can be regenerated,
+and a study finished later, from the committed copy: copy it back into the run directory and rerun the same
+command, and finished points are read back. Checkpoints, model weights, embeddings and caches are left
+behind. A file over 2 MB is refused (records are kilobytes), and a file is never overwritten with different
+contents unless --replace is given.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 RECORD_NAMES = frozenset({"sweep.json", "done.json", "results.json", "metrics.jsonl", "config.yaml", "run.json",
                           "provenance.json"})
+RECORD_DIRS = frozenset({"points", "tuning"})  # a supervised run's finished points, as one JSON file each
 SKIPPED_DIRS = frozenset({"checkpoints", "embeddings", "cache", "ckpt"})
 MAX_BYTES = 2 * 1024 * 1024
 
@@ -34,7 +36,8 @@ def record_files(src: Path) -> list[Path]:
     found = []
     for p in src.rglob("*"):
         rel = p.relative_to(src)
-        if p.is_file() and p.name in RECORD_NAMES and not SKIPPED_DIRS & set(rel.parts[:-1]):
+        record = p.name in RECORD_NAMES or (p.suffix == ".json" and p.parent.name in RECORD_DIRS)
+        if p.is_file() and record and not SKIPPED_DIRS & set(rel.parts[:-1]):
             found.append(rel)
     return sorted(found)
 

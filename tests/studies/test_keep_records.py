@@ -12,7 +12,8 @@ def _tree(root: Path) -> None:
         "sweep.json": "{}", "points/a-s0/done.json": '{"rows": []}', "points/a-s0/metrics.jsonl": "{}\n",
         "points/a-s0/config.yaml": "seed: 0\n", "points/a-s0/eval/last/results.json": '{"rows": [1]}',
         "points/a-s0/checkpoints/last.pt": "weights", "points/a-s0/embeddings/cache/results.json": "derived",
-        "points/a-s0/stdout.log": "log",
+        "points/a-s0/stdout.log": "log", "supervised/tuning/fraction0.1_ab.json": "{}",
+        "supervised/tuning/fraction0.1_ab.pt": "weights", "supervised/points/fraction0.1_seed0.json": "{}",
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +31,8 @@ def test_copies_records_only_and_keeps_the_layout(tmp_path):
     assert res.returncode == 0, res.stderr
     kept = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert kept == ["points/a-s0/config.yaml", "points/a-s0/done.json", "points/a-s0/eval/last/results.json",
-                    "points/a-s0/metrics.jsonl", "sweep.json"]
+                    "points/a-s0/metrics.jsonl", "supervised/points/fraction0.1_seed0.json",
+                    "supervised/tuning/fraction0.1_ab.json", "sweep.json"]
     assert (dest / "points/a-s0/eval/last/results.json").read_text() == '{"rows": [1]}'
     assert _keep(str(src), str(dest)).returncode == 0  # the same contents again: fine
 
