@@ -23,7 +23,7 @@ from typing import Any
 
 from probclr.config import Config, from_dict, load_config, merge, read_yaml_mapping, shown, to_dict
 from probclr.errors import ConfigError, ProbclrError
-from probclr.eval.evaluate import evaluate_run
+from probclr.eval.evaluate import evaluate_run_splits
 from probclr.eval.supervised import run_supervised
 from probclr.io import DamagedFileError, atomic_write_json, read_json
 from probclr.run.rundir import RunDir, config_diff
@@ -232,9 +232,9 @@ def run_point(point: Point, out: Path, spec: SweepSpec, command: list[str], thre
             ckpts = [run.epoch_checkpoint(e) for e in wanted if run.epoch_checkpoint(e).is_file()]
         for ckpt in ckpts:
             epoch = int(ckpt.stem.split("_")[-1]) if ckpt.stem.startswith("epoch_") else cfg.optim.epochs
-            for split in scored:
-                res, _ = evaluate_run(pdir, cfg.eval, ckpt, None, spec.method, command, split=split)
-                rows += [dataclasses.asdict(r) | {"epoch": epoch, "split": split} for r in res]
+            by_split = evaluate_run_splits(pdir, cfg.eval, ckpt, None, spec.method, command, scored=scored)
+            for split in scored:  # every split scored from one fit of each probe
+                rows += [dataclasses.asdict(r) | {"epoch": epoch, "split": split} for r in by_split[split][0]]
     record = {"point": point.name, "kind": point.kind, "params": point.params, "seed": point.seed,
               "wall_s": time.perf_counter() - t0, "rows": rows}
     atomic_write_json(pdir / "done.json", record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -34,11 +34,15 @@ from probclr.run.runlock import stable_checkpoint
 SEEDLESS_PROBES = frozenset({"knn"})
 
 
+Predictor = Callable[[Tensor], Tensor]  # h (N, D) -> class probabilities (N, C)
+
+
 @dataclasses.dataclass
 class SubsetMemo:
     """What the fits on one labeled subset share between the label seeds that drew it."""
 
-    predictions: dict[str, tuple[Tensor, str]] = dataclasses.field(default_factory=dict)  # seedless probe -> probs, detail
+    predictions: dict[str, tuple[dict[str, Tensor], str]] = dataclasses.field(default_factory=dict)  # seedless
+    # probe -> (evaluated split -> probabilities, detail)
     refits: dict[float, LogisticFit] = dataclasses.field(default_factory=dict)  # weight decay -> the linear final fit
 
 
@@ -48,7 +52,17 @@ def probe_rows(
 ) -> list[ResultRow]:
     """Every probe at every fraction and label-subset seed; fit on the subset of the label pool's h, scored
     on the evaluated split (test, or validation with --split val); ``log`` hears of each fraction."""
-    rows: list[ResultRow] = []
+    return probe_rows_by_split(pool, {"evaluated": evaluated}, cfg, method, num_classes, log)["evaluated"]
+
+
+def probe_rows_by_split(
+    pool: Embeddings, evaluated: Mapping[str, Embeddings], cfg: EvalConfig, method: str, num_classes: int,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[ResultRow]]:
+    """`probe_rows` scored on several splits at once (e.g. validation and test): each probe is fitted once per
+    labeled subset and seed and every split is scored from that fit, so each split's rows are those of a
+    separate call, for one fit's cost."""
+    rows: dict[str, list[ResultRow]] = {name: [] for name in evaluated}
     memos: dict[bytes, SubsetMemo] = {}  # keyed by the subset's indices: equal wherever two seeds draw the same
     for fraction in cfg.fractions:
         if log is not None:
@@ -58,41 +72,56 @@ def probe_rows(
             memo = memos.setdefault(idx.numpy().tobytes(), SubsetMemo())
             x, y = pool.h[idx], pool.labels[idx]  # (n, D), (n,)
             for probe in cfg.probes:
-                shared = memo.predictions.get(probe)
-                probs, detail = shared or fit_and_predict(probe, x, y, evaluated.h, num_classes, cfg, seed, memo.refits)
+                probs, detail = memo.predictions.get(probe) or _fit_and_predict_all(
+                    probe, x, y, evaluated, num_classes, cfg, seed, memo.refits)
                 if probe in SEEDLESS_PROBES:
                     memo.predictions[probe] = (probs, detail)
-                s = score(probs, evaluated.labels)
-                rows.append(ResultRow.of(method, probe, fraction, seed, int(idx.numel()), s, detail))
+                for name, emb in evaluated.items():
+                    s = score(probs[name], emb.labels)
+                    rows[name].append(ResultRow.of(method, probe, fraction, seed, int(idx.numel()), s, detail))
     return rows
 
 
-def fit_and_predict(
-    probe: str, x: Tensor, y: Tensor, query: Tensor, num_classes: int, cfg: EvalConfig, seed: int,
+def _fit_and_predict_all(
+    probe: str, x: Tensor, y: Tensor, evaluated: Mapping[str, Embeddings], num_classes: int, cfg: EvalConfig,
+    seed: int, refits: dict[float, LogisticFit],
+) -> tuple[dict[str, Tensor], str]:
+    predict, detail = fit_probe(probe, x, y, num_classes, cfg, seed, refits)
+    return {name: predict(emb.h) for name, emb in evaluated.items()}, detail  # split -> (N_split, C)
+
+
+def fit_probe(
+    probe: str, x: Tensor, y: Tensor, num_classes: int, cfg: EvalConfig, seed: int,
     refits: dict[float, LogisticFit] | None = None,
-) -> tuple[Tensor, str]:
-    """Fit one probe on the labeled subset (x (N, D), y (N,)); (N_query, C) probabilities and a description.
-    ``refits`` shares the linear probe's final fits between seeds that drew this same subset."""
+) -> tuple[Predictor, str]:
+    """Fit one probe on the labeled subset (x (N, D), y (N,)); its predictor (h -> probabilities) and a
+    description. ``refits`` shares the linear probe's final fits between seeds that drew this same subset."""
     if probe == "linear":
         p = train_linear_probe(x, y, num_classes, cfg.weight_decays, cfg.holdout, seed, cfg.max_iter, cfg.probe_tol,
                                refits)
-        return p.probs(query), p.describe()
+        return p.probs, p.describe()
     if probe == "mlp":
         m = train_mlp_probe(x, y, num_classes, cfg.mlp_hidden, cfg.mlp_epochs, seed)
-        with torch.no_grad():
-            return torch.softmax(m(query), dim=1), ""
+
+        def mlp_probs(query: Tensor) -> Tensor:
+            with torch.no_grad():
+                return torch.softmax(m(query), dim=1)  # (N, C)
+
+        return mlp_probs, ""
     k = train_knn_probe(x, y, num_classes, cfg.knn_k, cfg.knn_max_share, cfg.knn_temperature)
-    return k.probs(query), k.describe()
+    return k.probs, k.describe()
 
 
 def finetune_rows(
-    ckpt: Path, splits: Splits, evaluated: ImageSet, cfg: EvalConfig, method: str, num_classes: int, run_cfg: Config,
-) -> list[ResultRow]:
+    ckpt: Path, splits: Splits, evaluated: Mapping[str, ImageSet], cfg: EvalConfig, method: str, num_classes: int,
+    run_cfg: Config,
+) -> dict[str, list[ResultRow]]:
     """Semi-supervised fine-tuning: the pretrained encoder plus a linear layer, all trained on the labeled
-    subset (encoder lr scaled by ``supervised.finetune_lr_scale``); reported apart from frozen probes."""
+    subset (encoder lr scaled by ``supervised.finetune_lr_scale``), each model scored on every evaluated split;
+    reported apart from frozen probes."""
 
     device = resolve_device(run_cfg.run)
-    rows = []
+    rows: dict[str, list[ResultRow]] = {name: [] for name in evaluated}
     for fraction in cfg.fractions:
         for seed in range(cfg.seeds):
             idx = label_subset(splits.train.labels, fraction, seed)
@@ -101,8 +130,9 @@ def finetune_rows(
             model = Classifier(encoder, num_classes)
             model = train_classifier(run_cfg, model, splits.train.images[idx], splits.train.labels[idx], seed, device,
                                      encoder_lr_scale=run_cfg.supervised.finetune_lr_scale)
-            s = score(predict(model, evaluated.images, device), evaluated.labels)
-            rows.append(ResultRow.of(method, "finetune", fraction, seed, int(idx.numel()), s))
+            for name, images in evaluated.items():
+                s = score(predict(model, images.images, device), images.labels)
+                rows[name].append(ResultRow.of(method, "finetune", fraction, seed, int(idx.numel()), s))
     return rows
 
 
@@ -114,17 +144,31 @@ def evaluate_run(
     """Extract (or reuse) features of ``checkpoint`` (default: the run's last) and run every probe, scored on
     ``split`` (test, or val for every choice). Results: ``eval/<checkpoint>/results.json`` (test) or
     ``eval/<checkpoint>/val/results.json``."""
+    return evaluate_run_splits(run_dir, cfg, checkpoint, data_dir, method, command, finetune, (split,), data,
+                               log)[split]
+
+
+def evaluate_run_splits(
+    run_dir: Path, cfg: EvalConfig | None = None, checkpoint: Path | None = None, data_dir: str | None = None,
+    method: str = "simclr", command: list[str] | None = None, finetune: bool = False,
+    scored: tuple[str, ...] = ("val", "test"), data: DataConfig | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, tuple[list[ResultRow], Path]]:
+    """`evaluate_run` scored on several splits from one fit of each probe (and one fine-tuned model each):
+    split -> (rows, results path), each results file as a separate `evaluate_run` of that split writes."""
+    if not scored or len(set(scored)) != len(scored):
+        raise ValueError(f"scored must name distinct splits, got {scored!r}")
     run = RunDir(run_dir)
     ckpt = Path(checkpoint) if checkpoint else run.require_checkpoint()
     with stable_checkpoint(ckpt) as stable:  # one checkpoint throughout, even while pretraining replaces it
-        return _evaluate(run, ckpt, stable, cfg, data_dir, method, command, finetune, split, data, log)
+        return _evaluate(run, ckpt, stable, cfg, data_dir, method, command, finetune, scored, data, log)
 
 
 def _evaluate(
     run: RunDir, ckpt: Path, stable: Path, cfg: EvalConfig | None, data_dir: str | None, method: str,
-    command: list[str] | None, finetune: bool, split: str, data: DataConfig | None,
+    command: list[str] | None, finetune: bool, scored: tuple[str, ...], data: DataConfig | None,
     log: Callable[[str], None] | None = None,
-) -> tuple[list[ResultRow], Path]:
+) -> dict[str, tuple[list[ResultRow], Path]]:
     state = load_run_checkpoint(run, stable)
     run_cfg = config_from_checkpoint(state)
     cfg = cfg or run_cfg.eval
@@ -134,21 +178,20 @@ def _evaluate(
     t0 = time.perf_counter()
     splits = load_splits(data_cfg)
     num_classes = num_classes_of(splits)
-    evaluated = evaluated_split(splits, split)
+    evaluated = {name: evaluated_split(splits, name) for name in scored}
     check_fractions_possible(splits.train.labels, cfg.fractions)
     digest = file_digest(stable)
-    embs = cached_embeddings(run.root, stable, {"train": splits.train, split: evaluated}, cfg.batch_size, digest)
-    rows = probe_rows(embs["train"], embs[split], cfg, method, num_classes, log)
+    embs = cached_embeddings(run.root, stable, {"train": splits.train, **evaluated}, cfg.batch_size, digest)
+    rows = probe_rows_by_split(embs["train"], {name: embs[name] for name in scored}, cfg, method, num_classes, log)
     if finetune:
-        rows += finetune_rows(stable, splits, evaluated, cfg, method, num_classes, run_cfg)
+        for name, tuned in finetune_rows(stable, splits, evaluated, cfg, method, num_classes, run_cfg).items():
+            rows[name] += tuned
     meta = {
         "run_dir": str(run.root), "checkpoint": str(ckpt), "checkpoint_sha256": digest,
         "checkpoint_epoch": int(state.get("epoch", -1)), "eval_config": dataclasses.asdict(cfg),
         "run_config": state["config"], "provenance": provenance(torch.device("cpu"), command),
-        "wall_s": time.perf_counter() - t0, "split": split, "split_sizes": split_sizes(splits),
+        "wall_s": time.perf_counter() - t0, "scored_together": list(scored), "split_sizes": split_sizes(splits),
         "data_config": dataclasses.asdict(data_cfg),
     }
-    out = save_results(run.eval_dir(ckpt, split), rows, meta)
-    return rows, out
-
-
+    return {name: (rows[name], save_results(run.eval_dir(ckpt, name), rows[name], {**meta, "split": name}))
+            for name in scored}

@@ -127,3 +127,35 @@ def test_linear_refit_shared_where_label_seeds_draw_the_same_subset(monkeypatch)
     for r in rows:  # a refit per seed, without sharing, gives the same rows
         p = lin.train_linear_probe(h, labels, 3, cfg.weight_decays, cfg.holdout, r.seed, cfg.max_iter, cfg.probe_tol)
         assert p.describe() == r.detail and score(p.probs(query.h), query.labels).nll == r.nll
+
+
+def test_several_splits_from_one_fit_equal_separate_evaluations(run, monkeypatch):
+    """evaluate_run_splits fits each probe (and fine-tunes each model) once and scores validation and test from
+    it: each split's rows and results file are those of a separate evaluate_run, at half the fits."""
+    import json
+
+    import probclr.eval.evaluate as ev
+    from probclr.probes.linear import train_linear_probe
+
+    cfg = load_config(None, [*TINY, "eval.fractions=[0.1, 1.0]", "eval.seeds=2", "eval.probes=[linear, knn, mlp]",
+                             "eval.mlp_epochs=2"]).eval
+    fits: list[int] = []
+
+    def counted(x, *a, **k):
+        fits.append(int(x.shape[0]))
+        return train_linear_probe(x, *a, **k)
+
+    monkeypatch.setattr(ev, "train_linear_probe", counted)
+    apart = {split: ev.evaluate_run(run, cfg, finetune=True, split=split) for split in ("val", "test")}
+    separate_fits = len(fits)
+    fits.clear()
+    together = ev.evaluate_run_splits(run, cfg, finetune=True, scored=("val", "test"))
+    assert len(fits) == separate_fits // 2 > 0
+    for split in ("val", "test"):
+        rows, path = together[split]
+        assert rows == apart[split][0] and path == apart[split][1]
+        assert {r.probe for r in rows} == {"linear", "knn", "mlp", "finetune"}
+        assert json.loads(path.read_text())["split"] == split
+    assert together["val"][0] != together["test"][0]  # two splits really scored
+    with pytest.raises(ValueError, match="distinct splits"):
+        ev.evaluate_run_splits(run, cfg, scored=("test", "test"))
