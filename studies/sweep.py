@@ -263,6 +263,7 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {**record, "command": " ".join(command)})
     todo = [pt for pt in points if not (out / "points" / pt.name / "done.json").is_file()]
+    todo.sort(key=lambda pt: pt.kind == "supervised")  # the study's own points first, its references after
     log(f"sweep {spec.name!r}: {len(points)} points, {len(points) - len(todo)} already finished")
     if launcher.kind != "local":
         _submitted(spec_path, out, todo, command, launcher, wait, log)
