@@ -272,3 +272,16 @@ def test_the_epochs_figure_draws_the_supervised_reference(tmp_path):
     _, md, fig = sweep_report(out)
     assert fig.stat().st_size > 1000 and "chosen on validation" in md.read_text()
     assert "epoch=5" in md.read_text()  # the longest pretraining is the best on validation here
+
+
+def test_pretraining_points_run_before_the_supervised_references(tmp_path, monkeypatch):
+    """Every pretraining point runs before any supervised reference, each in the order of the file."""
+    import studies.sweep as sw
+
+    ran: list[str] = []
+    monkeypatch.setattr(sw, "run_point", lambda pt, *a, **k: ran.append(pt.name))
+    run_sweep(write(tmp_path, grid={"augment.strength": [0.25, 0.5]}, seeds=[0, 1], supervised=True),
+              tmp_path / "sw", ["probclr", "sweep"])
+    assert ran == ["strength=0.25,seed=0", "strength=0.25,seed=1", "strength=0.5,seed=0", "strength=0.5,seed=1",
+                   "supervised,strength=0.25,seed=0", "supervised,strength=0.25,seed=1",
+                   "supervised,strength=0.5,seed=0", "supervised,strength=0.5,seed=1"]
