@@ -153,15 +153,18 @@ def evaluate(
     data_dir: DataDirOpt = None,
     method: Annotated[str, typer.Option(help="label for the result rows")] = "simclr",
     finetune: Annotated[bool, typer.Option(help="also fine-tune the whole encoder on each labeled subset")] = False,
-    split: SplitOpt = "test",
+    split: Annotated[str, typer.Option(help="score on test (reported numbers), val (every choice) or both (one "
+                                            "fit of each probe scored on each)")] = "test",
     set_: SetOpt = None,
 ) -> None:
     """Frozen-encoder evaluation at label fractions: linear / MLP probes and kNN, mean ± std over seeds."""
     from analysis.reports.tables import format_table
     from probclr.config import merge
-    from probclr.eval.evaluate import evaluate_run
+    from probclr.eval.evaluate import evaluate_run_splits
     from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
+    if split not in ("test", "val", "both"):
+        fail(f"--split must be one of test, val, both, got {split!r}")
     ckpt = checkpoint or RunDir(run).require_checkpoint()
     base = config_from_checkpoint(load_run_checkpoint(RunDir(run), ckpt))
     flags = {"eval.fractions": fraction, "eval.seeds": seeds, "eval.probes": probe}
@@ -176,9 +179,14 @@ def evaluate(
     if data_dir:
         updates["data.data_dir"] = str(data_dir)
     merged = merge(base, updates)
-    rows, path = evaluate_run(run, merged.eval, ckpt, None, method, command_line(ctx), finetune, split, merged.data)
-    typer.echo(format_table(rows))
-    typer.echo(f"results: {path} (and results.csv)")
+    scored = ("val", "test") if split == "both" else (split,)
+    results = evaluate_run_splits(run, merged.eval, ckpt, None, method, command_line(ctx), finetune, scored,
+                                  merged.data)
+    for name, (rows, path) in results.items():
+        if len(scored) > 1:
+            typer.echo(f"{name}:")
+        typer.echo(format_table(rows))
+        typer.echo(f"results: {path} (and results.csv)")
 
 
 @app.command()

@@ -90,8 +90,16 @@ def test_split_val_and_test_differ_and_sizes_are_recorded(run):
     assert p_val != p_test and p_test.parent.name == "last"
 
 
+def test_evaluate_split_both_writes_the_val_and_test_results(run):
+    out = ok(["evaluate", "--run", str(run), "--split", "both"])
+    val, test = run / "eval" / "last" / "val" / "results.json", run / "eval" / "last" / "results.json"
+    assert f"results: {val}" in out and f"results: {test}" in out
+    assert json.loads(val.read_text())["split"] == "val" and json.loads(test.read_text())["split"] == "test"
+    assert json.loads(test.read_text())["scored_together"] == ["val", "test"]
+
+
 def test_bad_split_and_val_size(run, tmp_path):
-    bad(["evaluate", "--run", str(run), "--split", "train"], "--split must be one of test, val, got 'train'")
+    bad(["evaluate", "--run", str(run), "--split", "train"], "--split must be one of test, val, both, got 'train'")
     bad(["pretrain", "--set", "data.val_size=-1", "--out", str(tmp_path / "a")],
         "data.val_size must be in [0, 1e+09] or null, got -1")
     bad(["supervised", "--set", "data.val_size=1442", "--out", str(tmp_path / "b")], "data.val_size must be in [0, 1441]")
