@@ -41,8 +41,8 @@ Predictor = Callable[[Tensor], Tensor]  # h (N, D) -> class probabilities (N, C)
 class SubsetMemo:
     """What the fits on one labeled subset share between the label seeds that drew it."""
 
-    predictions: dict[str, tuple[dict[str, Tensor], str]] = dataclasses.field(default_factory=dict)  # seedless
-    # probe -> (evaluated split -> probabilities, detail)
+    # seedless probe -> ({evaluated split -> (N, C) probabilities}, detail)
+    predictions: dict[str, tuple[dict[str, Tensor], str]] = dataclasses.field(default_factory=dict)
     refits: dict[float, LogisticFit] = dataclasses.field(default_factory=dict)  # weight decay -> the linear final fit
 
 
