@@ -8,8 +8,9 @@ done.json, each run's eval results.json, metrics.jsonl, config.yaml, provenance.
 results.json and its finished points, the JSON files in points/ and tuning/), so a table can be regenerated,
 and a study finished later, from the committed copy: copy it back into the run directory and rerun the same
 command, and finished points are read back. Checkpoints, model weights, embeddings and caches are left
-behind. A file over 2 MB is refused (records are kilobytes), and a file is never overwritten with different
-contents unless --replace is given.
+behind, and so is a pretraining run that has not finished (it restarts from scratch). A file over 2 MB is
+refused (records are kilobytes), and a file is never overwritten with different contents unless --replace is
+given.
 """
 
 from __future__ import annotations
@@ -32,14 +33,28 @@ class RefusedError(Exception):
 
 
 def record_files(src: Path) -> list[Path]:
-    """The record files under ``src``, relative to it, sorted."""
+    """The record files under ``src``, relative to it, sorted; an unfinished pretraining run is left out whole."""
     found = []
     for p in src.rglob("*"):
         rel = p.relative_to(src)
         record = p.name in RECORD_NAMES or (p.suffix == ".json" and p.parent.name in RECORD_DIRS)
-        if p.is_file() and record and not SKIPPED_DIRS & set(rel.parts[:-1]):
+        if p.is_file() and record and not SKIPPED_DIRS & set(rel.parts[:-1]) and not _in_unfinished_run(p, src):
             found.append(rel)
     return sorted(found)
+
+
+def _in_unfinished_run(path: Path, src: Path) -> bool:
+    """Whether ``path`` lies in a pretraining run (a folder with metrics.jsonl) that has not finished: a sweep
+    point without its done.json, or a run without evaluation results. Its checkpoints are not kept, so it reruns
+    from the start, and a kept metrics.jsonl would be appended to."""
+    for run in [path.parent, *path.parent.parents]:
+        if (run / "metrics.jsonl").is_file():
+            if run.parent.name == "points" and (run.parent.parent / "sweep.json").is_file():
+                return not (run / "done.json").is_file()
+            return not any((run / "eval").glob("**/results.json"))
+        if run == src:
+            return False
+    return False
 
 
 def keep(src: Path, dest: Path, replace: bool = False) -> list[Path]:

@@ -14,6 +14,11 @@ def _tree(root: Path) -> None:
         "points/a-s0/checkpoints/last.pt": "weights", "points/a-s0/embeddings/cache/results.json": "derived",
         "points/a-s0/stdout.log": "log", "supervised/tuning/fraction0.1_ab.json": "{}",
         "supervised/tuning/fraction0.1_ab.pt": "weights", "supervised/points/fraction0.1_seed0.json": "{}",
+        # a sweep point still running (no done.json, some checkpoints evaluated) and an unfinished protocol run
+        "points/b-s1/metrics.jsonl": "{}\n", "points/b-s1/config.yaml": "seed: 1\n",
+        "points/b-s1/eval/epoch_0000/results.json": "{}", "runs/simclr-s2/metrics.jsonl": "{}\n",
+        "runs/simclr-s2/config.yaml": "seed: 2\n", "runs/random/metrics.jsonl": "",
+        "runs/random/eval/last/results.json": "{}",
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -24,15 +29,15 @@ def _keep(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
 
 
-def test_copies_records_only_and_keeps_the_layout(tmp_path):
+def test_copies_records_of_finished_runs_only_and_keeps_the_layout(tmp_path):
     src, dest = tmp_path / "sweep", tmp_path / "kept"
     _tree(src)
     res = _keep(str(src), str(dest))
     assert res.returncode == 0, res.stderr
     kept = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert kept == ["points/a-s0/config.yaml", "points/a-s0/done.json", "points/a-s0/eval/last/results.json",
-                    "points/a-s0/metrics.jsonl", "supervised/points/fraction0.1_seed0.json",
-                    "supervised/tuning/fraction0.1_ab.json", "sweep.json"]
+                    "points/a-s0/metrics.jsonl", "runs/random/eval/last/results.json", "runs/random/metrics.jsonl",
+                    "supervised/points/fraction0.1_seed0.json", "supervised/tuning/fraction0.1_ab.json", "sweep.json"]
     assert (dest / "points/a-s0/eval/last/results.json").read_text() == '{"rows": [1]}'
     assert _keep(str(src), str(dest)).returncode == 0  # the same contents again: fine
 
