@@ -17,7 +17,7 @@ steps=" ${STEPS:-simclr random supervised newloss} "
 for step in $steps; do
   case $step in simclr|random|supervised|newloss) ;; *) echo "STEPS: unknown step '$step' (valid: simclr random supervised newloss)" >&2; exit 2;; esac
 done
-step() { [[ $steps == *" $1 "* ]]; }
+wanted() { [[ $steps == *" $1 "* ]]; }
 mkdir -p "$out"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/protocol.log"; }
 simclr() {
@@ -40,16 +40,16 @@ newloss() {
     probclr evaluate --run "$out/prob-s$s" --method simclr-new-loss | tee -a "$out/protocol.log"
   fi
 }
-if step simclr; then for s in $seeds; do simclr "$s"; done; fi
-if step random && [ ! -f "$out/random/eval/last/results.json" ]; then
+if wanted simclr; then for s in $seeds; do simclr "$s"; done; fi
+if wanted random && [ ! -f "$out/random/eval/last/results.json" ]; then
   log "random encoder"
   [ -f "$out/random/checkpoints/last.pt" ] || probclr pretrain --config $cfg --epochs 0 --out "$out/random" 2>/dev/null
   probclr evaluate --run "$out/random" --method random-init | tee -a "$out/protocol.log"
 fi
-if step supervised && [ ! -f "$out/supervised/results.json" ]; then
+if wanted supervised && [ ! -f "$out/supervised/results.json" ]; then
   log "supervised"
   probclr supervised --config $cfg --seeds 3 --tune --set "supervised.grid_lr=[0.1, 0.2]" \
     --set "supervised.grid_weight_decay=[0.0005, 0.005]" --out "$out/supervised" | tee -a "$out/protocol.log"
 fi
-if step newloss; then for s in $seeds; do newloss "$s"; done; fi
+if wanted newloss; then for s in $seeds; do newloss "$s"; done; fi
 log "done"

@@ -161,10 +161,11 @@ def evaluate(
     from analysis.reports.tables import format_table
     from probclr.config import merge
     from probclr.eval.evaluate import evaluate_run_splits
+    from probclr.eval.labels import SPLITS
     from probclr.run.rundir import RunDir, config_from_checkpoint, load_run_checkpoint
 
-    if split not in ("test", "val", "both"):
-        fail(f"--split must be one of test, val, both, got {split!r}")
+    if split not in (*SPLITS, "both"):
+        fail(f"--split must be one of {', '.join(SPLITS)}, both, got {split!r}")
     ckpt = checkpoint or RunDir(run).require_checkpoint()
     base = config_from_checkpoint(load_run_checkpoint(RunDir(run), ckpt))
     flags = {"eval.fractions": fraction, "eval.seeds": seeds, "eval.probes": probe}

@@ -59,6 +59,18 @@ def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean of a minus mean of b and its 95 % Welch interval, for unpaired independent values (each side >= 2;
+    one side may have no spread)."""
+    d = float(np.mean(a) - np.mean(b))
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)  # squared standard errors
+    if va + vb == 0:
+        return d, d, d
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    half = float(stats.t.ppf(0.975, df) * np.sqrt(va + vb))
+    return d, d - half, d + half
+
+
 def across_seeds(measures: dict[str, pd.DataFrame], group_of: dict[str, str]) -> pd.DataFrame:
     """measures: run name -> run_measures(); group_of: run name -> group (e.g. the loss). -> rows (group,
     measure, score, runs, mean, low, high), one per measure that every run of the group has."""

@@ -69,3 +69,18 @@ def test_kappa_verdicts_are_paired_not_interval_overlap():
     n = summary[(summary.measure == "R-AUROC") & (summary.score == "feature_norm")].iloc[0]
     assert k.low < n.high  # the two intervals overlap
     assert all("κ is above" in v for v in verdicts), verdicts
+
+
+def test_welch_interval_matches_scipy_and_allows_one_side_without_spread():
+    import numpy as np
+    from scipy import stats
+
+    from analysis.measures.seed_summary import welch_interval
+
+    a, b = np.array([56.6, 56.1, 55.9]), np.array([46.23, 43.41, 43.29, 44.0])
+    d, lo, hi = welch_interval(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert d == pytest.approx(a.mean() - b.mean()) and (lo, hi) == pytest.approx((ref.low, ref.high))
+    d, lo, hi = welch_interval(a, np.array([55.2, 55.2, 55.2]))  # the other side has no spread: a's t-interval
+    half = stats.t.ppf(0.975, 2) * a.std(ddof=1) / np.sqrt(3)
+    assert (lo, hi) == pytest.approx((d - half, d + half))
