@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,12 @@ def paired_against_best(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reproduce_commands(meta: dict) -> str:
+    """The recorded sweep command with its output folder written as DIR, then the report command on DIR."""
+    command = re.sub(r"--out\s+\S+", "--out DIR", meta.get("command", "probclr sweep --config CONFIG --out DIR"))
+    return f"`{command}` then `probclr sweep report DIR`"
+
+
 def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     """Writes ``table.csv``, ``table.md`` and ``figure.png`` into ``SWEEP/report``."""
     sweep_dir = Path(sweep_dir)
@@ -196,8 +203,8 @@ def sweep_report(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     wall = df.drop_duplicates("point")["wall_s"].sum()
     header = [f"# sweep `{meta['spec']['name']}`", "",
               f"Points finished: {df['point'].nunique()} of {len(meta['points'])}; wall time of finished points:"
-              f" {wall / 60:.1f} min. Reproduce: `{meta.get('command', 'probclr sweep --config CONFIG --out DIR')}`"
-              f" then `probclr sweep report {sweep_dir}`. ± = std over pretraining seeds × label subsets (n rows).", ""]
+              f" {wall / 60:.1f} min. Reproduce: {reproduce_commands(meta)}."
+              " ± = std over pretraining seeds × label subsets (n rows).", ""]
     atomic_write_text(out / "table.md", "\n".join(header + lines) + "\n")
     fig = sweep_figure(df, meta, out / "figure.png")
     return out / "table.csv", out / "table.md", fig

@@ -285,3 +285,16 @@ def test_pretraining_points_run_before_the_supervised_references(tmp_path, monke
     assert ran == ["strength=0.25,seed=0", "strength=0.25,seed=1", "strength=0.5,seed=0", "strength=0.5,seed=1",
                    "supervised,strength=0.25,seed=0", "supervised,strength=0.25,seed=1",
                    "supervised,strength=0.5,seed=0", "supervised,strength=0.5,seed=1"]
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("probclr sweep --config configs/sweeps/epochs.yaml --out /work/runs/sweeps/epochs",
+     "`probclr sweep --config configs/sweeps/epochs.yaml --out DIR` then `probclr sweep report DIR`"),
+    ("probclr sweep --out  runs/x --config c.yaml",
+     "`probclr sweep --out DIR --config c.yaml` then `probclr sweep report DIR`"),
+])
+def test_the_reproduce_line_names_no_machine_path(command, shown):
+    from analysis.reports.sweep_report import reproduce_commands
+
+    assert reproduce_commands({"command": command}) == shown
+    assert reproduce_commands({}) == "`probclr sweep --config CONFIG --out DIR` then `probclr sweep report DIR`"
