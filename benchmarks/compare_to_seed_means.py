@@ -1,12 +1,18 @@
-"""A method known by its per-seed means (e.g. a BENCHMARKS table whose runs were not kept) against the rows of a
-results.json, per label fraction: the difference of the means and its 95 % Welch interval (unpaired).
+"""A method known by its per-seed means (e.g. a BENCHMARKS table whose runs were not kept) against the rows of
+one or more results.json, per label fraction: the difference "seed means − rows" and its 95 % interval.
 
     python benchmarks/compare_to_seed_means.py results/cpu_protocol_recipe/records/supervised/results.json \
         0.01=56.6,56.1,55.9 0.1=67.1,67.3,67.0 1.0=72.6,72.7,72.4
     python benchmarks/compare_to_seed_means.py results/cpu_protocol_recipe/records/random/eval/last/results.json \
         --probe linear 0.01=56.6,56.1,55.9 0.1=67.1,67.3,67.0 1.0=72.6,72.7,72.4
+    python benchmarks/compare_to_seed_means.py --paired --probe linear \
+        results/cpu_protocol_recipe/records/prob-s{0,1,2}/eval/last/results.json \
+        0.01=56.6,56.1,55.9 0.1=67.1,67.3,67.0 1.0=72.6,72.7,72.4
 
-Accuracies in %: the seed means as given, the rows' accuracy x 100 (one value per row: per label subset).
+Unpaired (default): every row of every file is one value (one label subset), against the seed means by Welch's
+interval. --paired: one results file per pretraining seed, in the order of the seed means; each file's rows at a
+fraction are averaged, and the per-seed differences get a t-interval (n − 1 degrees of freedom). Accuracies
+in %: the seed means as given, the rows' accuracy x 100.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.measures.seed_summary import welch_interval
-from probclr.eval.results import load_rows
+from analysis.measures.seed_summary import t_interval, welch_interval
+from probclr.eval.results import ResultRow, load_rows
 
 
 def parse_means(items: list[str]) -> dict[float, np.ndarray]:
@@ -33,27 +39,56 @@ def parse_means(items: list[str]) -> dict[float, np.ndarray]:
     return out
 
 
+def accuracies(rows: list[ResultRow], fraction: float) -> np.ndarray:
+    """Accuracy (%) of the rows at one label fraction."""
+    return np.array([100 * r.accuracy for r in rows if np.isclose(r.fraction, fraction)])
+
+
+def difference(means: np.ndarray, per_file: list[list[ResultRow]], fraction: float,
+               paired: bool) -> tuple[float, float, float, int]:
+    """(seed means − rows) and its 95 % interval, with the number of values on the rows' side."""
+    if paired:
+        if len(per_file) != len(means):
+            raise ValueError(f"--paired needs one results file per seed mean: {len(per_file)} files, "
+                             f"{len(means)} seed means at fraction {fraction:g}")
+        file_means = [accuracies(rows, fraction) for rows in per_file]
+        if any(len(a) == 0 for a in file_means) or len(means) < 2:
+            raise ValueError(f"fraction {fraction:g}: --paired needs >= 2 seeds, each file with rows at it")
+        m, lo, hi = t_interval(means - np.array([a.mean() for a in file_means]))
+        return m, lo, hi, len(per_file)
+    acc = np.concatenate([accuracies(rows, fraction) for rows in per_file])
+    if len(acc) < 2 or len(means) < 2:
+        raise ValueError(f"fraction {fraction:g}: needs >= 2 seed means and >= 2 rows, got {len(means)} and {len(acc)}")
+    d, lo, hi = welch_interval(means, acc)
+    return d, lo, hi, len(acc)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path, help="a results.json (evaluate, supervised)")
-    ap.add_argument("means", nargs="+", help="FRACTION=M1,M2,... per-seed means (%%) of the other method")
+    ap.add_argument("items", nargs="+", help="results.json files (evaluate, supervised), then FRACTION=M1,M2,... "
+                    "per-seed means (%%) of the other method")
     ap.add_argument("--probe", default=None, help="only the rows of this probe (default: every row)")
+    ap.add_argument("--paired", action="store_true", help="one results file per seed mean, paired in order")
     args = ap.parse_args(argv)
+    files = [Path(i) for i in args.items if "=" not in i]
     try:
-        means_by_fraction = parse_means(args.means)
+        means_by_fraction = parse_means([i for i in args.items if "=" in i])
+        if not files or not means_by_fraction:
+            raise ValueError("give at least one results.json and one FRACTION=M1,M2,... item")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"no results file {missing[0]!r}: give results.json files of finished evaluations")
+        per_file = [[r for r in load_rows(f) if args.probe in (None, r.probe)] for f in files]
+        kind = "paired t" if args.paired else "Welch"
+        lines = [f"| fraction | seed means | rows' values | seed means − rows (95 % {kind} interval) |",
+                 "|---|---|---|---|"]
+        for fraction, means in means_by_fraction.items():
+            d, lo, hi, n = difference(means, per_file, fraction, args.paired)
+            lines.append(f"| {100 * fraction:g} % | {len(means)} | {n} | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    rows = [r for r in load_rows(args.results) if args.probe in (None, r.probe)]
-    print("| fraction | seed means | rows | mean − rows' mean (95 % Welch interval) |\n|---|---|---|---|")
-    for fraction, means in means_by_fraction.items():
-        acc = np.array([100 * r.accuracy for r in rows if np.isclose(r.fraction, fraction)])
-        if len(acc) < 2 or len(means) < 2:
-            print(f"fraction {fraction:g}: needs >= 2 seed means and >= 2 rows, got {len(means)} and {len(acc)}",
-                  file=sys.stderr)
-            return 2
-        d, lo, hi = welch_interval(means, acc)
-        print(f"| {100 * fraction:g} % | {len(means)} | {len(acc)} | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
+    print("\n".join(lines))
     return 0
 
 
