@@ -45,8 +45,9 @@ def accuracies(rows: list[ResultRow], fraction: float) -> np.ndarray:
 
 
 def difference(means: np.ndarray, per_file: list[list[ResultRow]], fraction: float,
-               paired: bool) -> tuple[float, float, float, int]:
-    """(seed means − rows) and its 95 % interval, with the number of values on the rows' side."""
+               paired: bool) -> tuple[float, float, float, str]:
+    """(seed means − rows) and its 95 % interval, with the rows' side: its number of values, and paired, each
+    file's mean."""
     if paired:
         if len(per_file) != len(means):
             raise ValueError(f"--paired needs one results file per seed mean: {len(per_file)} files, "
@@ -54,13 +55,14 @@ def difference(means: np.ndarray, per_file: list[list[ResultRow]], fraction: flo
         file_means = [accuracies(rows, fraction) for rows in per_file]
         if any(len(a) == 0 for a in file_means) or len(means) < 2:
             raise ValueError(f"fraction {fraction:g}: --paired needs >= 2 seeds, each file with rows at it")
-        m, lo, hi = t_interval(means - np.array([a.mean() for a in file_means]))
-        return m, lo, hi, len(per_file)
+        per_seed = np.array([a.mean() for a in file_means])
+        m, lo, hi = t_interval(means - per_seed)
+        return m, lo, hi, f"{len(per_file)}: " + " / ".join(f"{v:.1f}" for v in per_seed)
     acc = np.concatenate([accuracies(rows, fraction) for rows in per_file])
     if len(acc) < 2 or len(means) < 2:
         raise ValueError(f"fraction {fraction:g}: needs >= 2 seed means and >= 2 rows, got {len(means)} and {len(acc)}")
     d, lo, hi = welch_interval(means, acc)
-    return d, lo, hi, len(acc)
+    return d, lo, hi, str(len(acc))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"no results file {missing[0]!r}: give results.json files of finished evaluations")
         per_file = [[r for r in load_rows(f) if args.probe in (None, r.probe)] for f in files]
         kind = "paired t" if args.paired else "Welch"
-        lines = [f"| fraction | seed means | rows' values | seed means − rows (95 % {kind} interval) |",
+        values = "rows' seeds: their means" if args.paired else "rows' values"
+        lines = [f"| fraction | seed means | {values} | seed means − rows (95 % {kind} interval) |",
                  "|---|---|---|---|"]
         for fraction, means in means_by_fraction.items():
             d, lo, hi, n = difference(means, per_file, fraction, args.paired)

@@ -44,7 +44,7 @@ def test_paired_is_the_t_interval_of_the_per_seed_differences(tmp_path):
     diffs = MEANS - np.array([100 * np.mean(a) for a in RUNS.values()])  # -2.5, +1.0, +0.5
     ref = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
     assert _interval(res.stdout.splitlines()[-1]) == pytest.approx((diffs.mean(), ref.low, ref.high), abs=0.051)
-    assert "| 3 | 3 |" in res.stdout
+    assert "| 3 | 3: 60.5 / 63.0 / 59.5 |" in res.stdout  # each seed's mean over its label subsets
 
 
 def test_unpaired_is_welch_over_every_row(tmp_path):
